@@ -1,0 +1,140 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/roostmail/roost/store"
+)
+
+// Recipient is a resolved local recipient.
+type Recipient struct {
+	// Address is the recipient as given (normalised).
+	Address string
+	// Account is the address of the account that receives the mail.
+	Account string
+
+	acct store.Account
+}
+
+// ResolveRecipient checks a recipient address at RCPT time and finds the
+// account it delivers to: case-insensitively, through aliases, and with a
+// "+tag" subaddress (RFC 5233) removed when no account or alias carries the
+// full local part. Errors: ErrInvalidAddress, ErrRelayDenied (domain not
+// served), ErrNoSuchUser, ErrAccountDisabled, ErrOverQuota.
+func (b *Backend) ResolveRecipient(ctx context.Context, rcpt string) (Recipient, error) {
+	addr, err := NormalizeAddress(rcpt)
+	if err != nil {
+		return Recipient{}, err
+	}
+	local, domain, _ := strings.Cut(addr, "@")
+	if !b.ServesDomain(domain) {
+		return Recipient{}, fmt.Errorf("%w: %s", ErrRelayDenied, domain)
+	}
+	candidates := []string{addr}
+	if base, _, ok := strings.Cut(local, "+"); ok && base != "" {
+		candidates = append(candidates, base+"@"+domain)
+	}
+	for _, c := range candidates {
+		target := c
+		acct, err := b.store.Account(target)
+		if errors.Is(err, store.ErrNotFound) {
+			if t, aerr := b.store.Alias(c); aerr == nil {
+				target = t
+				acct, err = b.store.Account(target)
+			}
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return Recipient{}, err
+		}
+		if acct.Disabled {
+			return Recipient{}, fmt.Errorf("%w: %s", ErrAccountDisabled, acct.Address)
+		}
+		if acct.QuotaBytes > 0 {
+			ms, err := b.store.Mailstore(acct.ID)
+			if err != nil {
+				return Recipient{}, err
+			}
+			if used, err := ms.AccountSize(); err != nil {
+				return Recipient{}, err
+			} else if used >= acct.QuotaBytes {
+				return Recipient{}, fmt.Errorf("%w: %s", ErrOverQuota, acct.Address)
+			}
+		}
+		return Recipient{Address: addr, Account: acct.Address, acct: acct}, nil
+	}
+	return Recipient{}, fmt.Errorf("%w: %s", ErrNoSuchUser, addr)
+}
+
+// Deliver stores one message into the INBOX of every recipient's account and
+// returns one result per recipient, in order. A nil result means the message
+// is durably stored (fsynced) for that recipient. Recipients that resolve to
+// the same account get one copy. Accounts are written in parallel.
+//
+// body must stay valid until Deliver returns (a Spool's Bytes does).
+func (b *Backend) Deliver(ctx context.Context, body []byte, rcpts []Recipient) []error {
+	b.inflight.Add(1)
+	defer b.inflight.Done()
+	results := make([]error, len(rcpts))
+	if int64(len(body)) > b.opts.MaxMessageBytes {
+		for i := range results {
+			results[i] = ErrTooBig
+		}
+		return results
+	}
+	parsed := ParseMessage(body).marshal()
+	byAccount := make(map[uint64][]int)
+	var order []store.Account
+	for i, r := range rcpts {
+		if _, ok := byAccount[r.acct.ID]; !ok {
+			order = append(order, r.acct)
+		}
+		byAccount[r.acct.ID] = append(byAccount[r.acct.ID], i)
+	}
+	now := time.Now()
+	var wg sync.WaitGroup
+	for _, acct := range order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := b.deliverTo(acct, body, parsed, now)
+			for _, i := range byAccount[acct.ID] {
+				results[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+func (b *Backend) deliverTo(acct store.Account, body, parsed []byte, now time.Time) error {
+	if acct.ID == 0 {
+		return fmt.Errorf("deliver: unresolved recipient")
+	}
+	ms, err := b.store.Mailstore(acct.ID)
+	if err != nil {
+		return fmt.Errorf("deliver to %s: %w", acct.Address, err)
+	}
+	res, err := ms.Append(Inbox, store.NewMessage{Body: body, Parsed: parsed, InternalDate: now}, acct.QuotaBytes)
+	if errors.Is(err, store.ErrNotFound) {
+		// INBOX can never be deleted; recreate it if a damaged file lacks it.
+		if _, cerr := ms.CreateMailbox(Inbox, ""); cerr == nil || errors.Is(cerr, store.ErrExists) {
+			res, err = ms.Append(Inbox, store.NewMessage{Body: body, Parsed: parsed, InternalDate: now}, acct.QuotaBytes)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrOverQuota) {
+			return fmt.Errorf("%w: %s", ErrOverQuota, acct.Address)
+		}
+		return fmt.Errorf("deliver to %s: %w", acct.Address, err)
+	}
+	b.bus.notify(acct.ID, res.MailboxID)
+	return nil
+}

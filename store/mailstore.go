@@ -1,0 +1,521 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrOverQuota is returned when an append would take an account over its quota.
+var ErrOverQuota = errors.New("over quota")
+
+// Layout of an account file:
+//
+//	meta/modseq            -> uint64, the account's last modseq
+//	meta/uidvalidity       -> uint32, the last UIDVALIDITY handed out
+//	meta/size              -> int64, total size of all messages (for quota)
+//	names/<name>           -> mailbox ID
+//	subs/<name>            -> "" (subscriptions; may name missing mailboxes)
+//	mboxes/<id>/i          -> Mailbox JSON (counters included)
+//	mboxes/<id>/m/<uid>    -> message record (see encodeMessage)
+//	mboxes/<id>/c/<modseq><uid> -> 0 (changed) or 1 (expunged: a tombstone)
+//	blobs/<blob><chunk>    -> up to chunkSize bytes of a raw message
+//	blobinfo/<blob>        -> refcount uint32, then the parsed form
+var (
+	bucketMeta     = []byte("meta")
+	bucketNames    = []byte("names")
+	bucketSubs     = []byte("subs")
+	bucketMboxes   = []byte("mboxes")
+	bucketBlobs    = []byte("blobs")
+	bucketBlobInfo = []byte("blobinfo")
+
+	keyInfo     = []byte("i")
+	keyMsgs     = []byte("m")
+	keyChanges  = []byte("c")
+	keyModSeq   = []byte("modseq")
+	keyUIDValid = []byte("uidvalidity")
+	keySize     = []byte("size")
+)
+
+// chunkSize is how raw messages are split in the blobs bucket, so that a
+// large message is read and streamed a piece at a time, never whole.
+const chunkSize = 256 << 10
+
+// Mailbox is a mailbox with its counters. Counters are kept up to date on
+// every write, so reading them is O(1) in the mailbox size.
+type Mailbox struct {
+	ID            uint64    `json:"id"`
+	Name          string    `json:"name"`
+	SpecialUse    string    `json:"special_use,omitempty"` // RFC 6154 attribute, e.g. `\Sent`
+	UIDValidity   uint32    `json:"uidvalidity"`
+	UIDNext       uint32    `json:"uidnext"`
+	HighestModSeq uint64    `json:"highestmodseq"`
+	Messages      uint32    `json:"messages"`
+	Unseen        uint32    `json:"unseen"`
+	Deleted       uint32    `json:"deleted"` // messages flagged \Deleted
+	Size          int64     `json:"size"`
+	Created       time.Time `json:"created"`
+}
+
+// Message is the record of one message in a mailbox.
+type Message struct {
+	UID          uint32
+	ModSeq       uint64
+	InternalDate time.Time
+	Size         int64
+	BlobID       uint64
+	Flags        []string // system flags first (canonical spelling), then keywords
+}
+
+// Has reports whether the message has flag (system flags case-insensitively).
+func (m *Message) Has(flag string) bool {
+	for _, f := range m.Flags {
+		if strings.EqualFold(f, flag) {
+			return true
+		}
+	}
+	return false
+}
+
+// Change is an entry of a mailbox's change log: the message with UID was
+// changed (added or its flags set) or expunged at ModSeq.
+type Change struct {
+	UID      uint32
+	ModSeq   uint64
+	Expunged bool
+}
+
+// Mailstore is one account's mail file.
+type Mailstore struct {
+	db   *bolt.DB
+	reqs chan *writeReq
+	quit chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+type writeReq struct {
+	fn   func(tx *bolt.Tx) error
+	done chan error
+}
+
+// maxGroup bounds how many writes share one commit.
+const maxGroup = 256
+
+func openMailstore(path string, opts Options) (*Mailstore, error) {
+	db, err := openBolt(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketNames, bucketSubs, bucketMboxes, bucketBlobs, bucketBlobInfo} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: init %s: %w", path, err)
+	}
+	m := &Mailstore{db: db, reqs: make(chan *writeReq, maxGroup), quit: make(chan struct{}), done: make(chan struct{})}
+	go m.committer()
+	return m, nil
+}
+
+func (m *Mailstore) close() error {
+	m.once.Do(func() { close(m.quit) })
+	<-m.done
+	return m.db.Close()
+}
+
+// update runs fn in a write transaction and returns once it is durable.
+//
+// Writes are group-committed: while one commit (and its fsync) is in
+// progress, further writes queue up and then share the next transaction and
+// fsync. There is no timer, so a lone writer never waits. If any fn of a
+// group fails, the group is rolled back and each fn is run again in its own
+// transaction, so one failure never undoes another caller's write.
+func (m *Mailstore) update(fn func(tx *bolt.Tx) error) error {
+	req := &writeReq{fn: fn, done: make(chan error, 1)}
+	select {
+	case m.reqs <- req:
+	case <-m.quit:
+		return errors.New("store: closed")
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-m.done:
+		select {
+		case err := <-req.done:
+			return err
+		default:
+			return errors.New("store: closed")
+		}
+	}
+}
+
+func (m *Mailstore) committer() {
+	defer close(m.done)
+	group := make([]*writeReq, 0, maxGroup)
+	for {
+		group = group[:0]
+		select {
+		case r := <-m.reqs:
+			group = append(group, r)
+		case <-m.quit:
+			// Finish what is queued, then stop.
+			for {
+				select {
+				case r := <-m.reqs:
+					r.done <- m.db.Update(r.fn)
+				default:
+					return
+				}
+			}
+		}
+	drain:
+		for len(group) < maxGroup {
+			select {
+			case r := <-m.reqs:
+				group = append(group, r)
+			default:
+				break drain
+			}
+		}
+		m.commitGroup(group)
+	}
+}
+
+func (m *Mailstore) commitGroup(group []*writeReq) {
+	if len(group) == 1 {
+		group[0].done <- m.db.Update(group[0].fn)
+		return
+	}
+	err := m.db.Update(func(tx *bolt.Tx) error {
+		for _, r := range group {
+			if err := r.fn(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		for _, r := range group {
+			r.done <- nil
+		}
+		return
+	}
+	for _, r := range group {
+		r.done <- m.db.Update(r.fn)
+	}
+}
+
+func (m *Mailstore) view(fn func(tx *bolt.Tx) error) error { return m.db.View(fn) }
+
+// nextModSeq hands out the account's next modseq.
+func nextModSeq(tx *bolt.Tx) uint64 {
+	meta := tx.Bucket(bucketMeta)
+	var v uint64
+	if b := meta.Get(keyModSeq); b != nil {
+		v = binary.BigEndian.Uint64(b)
+	}
+	v++
+	meta.Put(keyModSeq, u64(v))
+	return v
+}
+
+func addAccountSize(tx *bolt.Tx, delta int64) int64 {
+	meta := tx.Bucket(bucketMeta)
+	var v int64
+	if b := meta.Get(keySize); b != nil {
+		v = int64(binary.BigEndian.Uint64(b))
+	}
+	v += delta
+	meta.Put(keySize, u64(uint64(v)))
+	return v
+}
+
+// AccountSize returns the total size of all messages of the account.
+func (m *Mailstore) AccountSize() (int64, error) {
+	var v int64
+	err := m.view(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketMeta).Get(keySize); b != nil {
+			v = int64(binary.BigEndian.Uint64(b))
+		}
+		return nil
+	})
+	return v, err
+}
+
+// mbox is an open mailbox inside a transaction.
+type mbox struct {
+	b    *bolt.Bucket
+	info Mailbox
+}
+
+func getMbox(tx *bolt.Tx, id uint64) (*mbox, error) {
+	b := tx.Bucket(bucketMboxes).Bucket(u64(id))
+	if b == nil {
+		return nil, fmt.Errorf("mailbox %d: %w", id, ErrNotFound)
+	}
+	mb := &mbox{b: b}
+	if err := json.Unmarshal(b.Get(keyInfo), &mb.info); err != nil {
+		return nil, fmt.Errorf("mailbox %d: %w", id, err)
+	}
+	return mb, nil
+}
+
+func (mb *mbox) save() error           { return putJSON(mb.b, keyInfo, mb.info) }
+func (mb *mbox) msgs() *bolt.Bucket    { return mb.b.Bucket(keyMsgs) }
+func (mb *mbox) changes() *bolt.Bucket { return mb.b.Bucket(keyChanges) }
+
+func changeKey(modseq uint64, uid uint32) []byte {
+	k := make([]byte, 12)
+	binary.BigEndian.PutUint64(k, modseq)
+	binary.BigEndian.PutUint32(k[8:], uid)
+	return k
+}
+
+// logChange records that uid changed at modseq, replacing its older entry.
+func (mb *mbox) logChange(uid uint32, oldModSeq, modseq uint64, expunged bool) error {
+	c := mb.changes()
+	if oldModSeq != 0 {
+		if err := c.Delete(changeKey(oldModSeq, uid)); err != nil {
+			return err
+		}
+	}
+	v := []byte{0}
+	if expunged {
+		v[0] = 1
+	}
+	if modseq > mb.info.HighestModSeq {
+		mb.info.HighestModSeq = modseq
+	}
+	return c.Put(changeKey(modseq, uid), v)
+}
+
+func mailboxByName(tx *bolt.Tx, name string) (*mbox, error) {
+	v := tx.Bucket(bucketNames).Get([]byte(name))
+	if v == nil {
+		return nil, fmt.Errorf("mailbox %q: %w", name, ErrNotFound)
+	}
+	return getMbox(tx, binary.BigEndian.Uint64(v))
+}
+
+// Mailboxes lists every mailbox, sorted by name.
+func (m *Mailstore) Mailboxes() ([]Mailbox, error) {
+	var out []Mailbox
+	err := m.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNames).ForEach(func(k, v []byte) error {
+			mb, err := getMbox(tx, binary.BigEndian.Uint64(v))
+			if err != nil {
+				return err
+			}
+			out = append(out, mb.info)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Mailbox returns the mailbox with the given name.
+func (m *Mailstore) Mailbox(name string) (Mailbox, error) {
+	var info Mailbox
+	err := m.view(func(tx *bolt.Tx) error {
+		mb, err := mailboxByName(tx, name)
+		if err == nil {
+			info = mb.info
+		}
+		return err
+	})
+	return info, err
+}
+
+// MailboxByID returns the mailbox with the given ID.
+func (m *Mailstore) MailboxByID(id uint64) (Mailbox, error) {
+	var info Mailbox
+	err := m.view(func(tx *bolt.Tx) error {
+		mb, err := getMbox(tx, id)
+		if err == nil {
+			info = mb.info
+		}
+		return err
+	})
+	return info, err
+}
+
+// CreateMailbox creates a mailbox with a fresh UIDVALIDITY.
+func (m *Mailstore) CreateMailbox(name, specialUse string) (Mailbox, error) {
+	var info Mailbox
+	err := m.update(func(tx *bolt.Tx) error {
+		var err error
+		info, err = createMailbox(tx, name, specialUse)
+		return err
+	})
+	return info, err
+}
+
+func createMailbox(tx *bolt.Tx, name, specialUse string) (Mailbox, error) {
+	if name == "" {
+		return Mailbox{}, ErrInvalidName
+	}
+	names := tx.Bucket(bucketNames)
+	if names.Get([]byte(name)) != nil {
+		return Mailbox{}, fmt.Errorf("mailbox %q: %w", name, ErrExists)
+	}
+	boxes := tx.Bucket(bucketMboxes)
+	id, err := boxes.NextSequence()
+	if err != nil {
+		return Mailbox{}, err
+	}
+	// UIDVALIDITY must differ from any earlier mailbox of the same name
+	// (RFC 9051 §2.3.1.1); a per-account counter seeded by the clock also
+	// keeps it distinct across a restore from an older backup.
+	meta := tx.Bucket(bucketMeta)
+	var last uint32
+	if b := meta.Get(keyUIDValid); b != nil {
+		last = binary.BigEndian.Uint32(b)
+	}
+	uv := uint32(time.Now().Unix())
+	if uv <= last {
+		uv = last + 1
+	}
+	if err := meta.Put(keyUIDValid, u32(uv)); err != nil {
+		return Mailbox{}, err
+	}
+	b, err := boxes.CreateBucket(u64(id))
+	if err != nil {
+		return Mailbox{}, err
+	}
+	if _, err := b.CreateBucket(keyMsgs); err != nil {
+		return Mailbox{}, err
+	}
+	if _, err := b.CreateBucket(keyChanges); err != nil {
+		return Mailbox{}, err
+	}
+	mb := &mbox{b: b, info: Mailbox{ID: id, Name: name, SpecialUse: specialUse, UIDValidity: uv, UIDNext: 1,
+		HighestModSeq: nextModSeq(tx), Created: time.Now().UTC()}}
+	if err := mb.save(); err != nil {
+		return Mailbox{}, err
+	}
+	return mb.info, names.Put([]byte(name), u64(id))
+}
+
+// EnsureMailboxes creates, in one transaction, those of the given mailboxes
+// (name -> special-use) that do not exist yet.
+func (m *Mailstore) EnsureMailboxes(boxes map[string]string, subscribe bool) error {
+	names := make([]string, 0, len(boxes))
+	for n := range boxes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return m.update(func(tx *bolt.Tx) error {
+		for _, n := range names {
+			if tx.Bucket(bucketNames).Get([]byte(n)) != nil {
+				continue
+			}
+			if _, err := createMailbox(tx, n, boxes[n]); err != nil {
+				return err
+			}
+			if subscribe {
+				if err := tx.Bucket(bucketSubs).Put([]byte(n), nil); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// DeleteMailbox removes a mailbox and its messages.
+func (m *Mailstore) DeleteMailbox(name string) error {
+	return m.update(func(tx *bolt.Tx) error {
+		mb, err := mailboxByName(tx, name)
+		if err != nil {
+			return err
+		}
+		var freed int64
+		err = mb.msgs().ForEach(func(k, v []byte) error {
+			msg := decodeMessage(k, v)
+			freed += msg.Size
+			return unrefBlob(tx, msg.BlobID)
+		})
+		if err != nil {
+			return err
+		}
+		addAccountSize(tx, -freed)
+		if err := tx.Bucket(bucketMboxes).DeleteBucket(u64(mb.info.ID)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketNames).Delete([]byte(name))
+	})
+}
+
+// RenameMailboxes renames mailboxes in one transaction (a parent and its
+// children move together). UIDVALIDITY and messages are kept.
+func (m *Mailstore) RenameMailboxes(renames [][2]string) error {
+	return m.update(func(tx *bolt.Tx) error {
+		names := tx.Bucket(bucketNames)
+		ids := make([][]byte, len(renames))
+		for i, r := range renames {
+			v := names.Get([]byte(r[0]))
+			if v == nil {
+				return fmt.Errorf("mailbox %q: %w", r[0], ErrNotFound)
+			}
+			ids[i] = append([]byte(nil), v...)
+			if err := names.Delete([]byte(r[0])); err != nil {
+				return err
+			}
+		}
+		for i, r := range renames {
+			if names.Get([]byte(r[1])) != nil {
+				return fmt.Errorf("mailbox %q: %w", r[1], ErrExists)
+			}
+			if err := names.Put([]byte(r[1]), ids[i]); err != nil {
+				return err
+			}
+			mb, err := getMbox(tx, binary.BigEndian.Uint64(ids[i]))
+			if err != nil {
+				return err
+			}
+			mb.info.Name = r[1]
+			if err := mb.save(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// SetSubscribed subscribes or unsubscribes a mailbox name (which need not
+// exist, RFC 9051 §6.3.7).
+func (m *Mailstore) SetSubscribed(name string, on bool) error {
+	return m.update(func(tx *bolt.Tx) error {
+		if on {
+			return tx.Bucket(bucketSubs).Put([]byte(name), nil)
+		}
+		return tx.Bucket(bucketSubs).Delete([]byte(name))
+	})
+}
+
+// Subscriptions returns the subscribed names, sorted.
+func (m *Mailstore) Subscriptions() ([]string, error) {
+	var out []string
+	err := m.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSubs).ForEach(func(k, _ []byte) error {
+			out = append(out, string(k))
+			return nil
+		})
+	})
+	return out, err
+}

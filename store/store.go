@@ -1,0 +1,443 @@
+// Package store is Roost's persistence layer on bbolt: accounts and aliases
+// in one small global file, and one file per account holding its mailboxes,
+// messages, flags, modseqs, expunge tombstones and message bodies.
+//
+// One file per account means deliveries to different accounts never wait for
+// the same writer; writes to one account are group-committed (see
+// Mailstore.update), so concurrent deliveries share one fsync. A call that
+// returns success has fsynced, unless Options.NoSync is set (tests only).
+//
+// The store knows no protocol: flags are plain strings ("\Seen", "$Junk"),
+// and the parsed form of a message (envelope, body structure) is an opaque
+// blob computed by the caller once, at delivery.
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Errors returned by the store. Callers test them with errors.Is.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrExists        = errors.New("already exists")
+	ErrLocked        = errors.New("store is in use by another process")
+	ErrModified      = errors.New("modified since")
+	ErrInvalidName   = errors.New("invalid name")
+	ErrMailboxLocked = errors.New("mailbox is locked")
+)
+
+// Options configure Open.
+type Options struct {
+	// Dir holds roost.db and accounts/*.db. It is created if missing.
+	Dir string
+	// NoSync skips fsync. Only for tests: a success reply must mean durable.
+	NoSync bool
+	// LockTimeout is how long Open waits for another process's lock on
+	// the files (default 500ms). After it, Open returns ErrLocked.
+	LockTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Store is the root of Roost's persistent state.
+type Store struct {
+	opts   Options
+	global *bolt.DB
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	accounts map[uint64]*Mailstore
+	closed   bool
+}
+
+// Account is a mail account.
+type Account struct {
+	ID           uint64    `json:"id"`
+	Address      string    `json:"address"`
+	PasswordHash string    `json:"password_hash"`
+	Created      time.Time `json:"created"`
+	QuotaBytes   int64     `json:"quota_bytes,omitempty"` // 0: no quota
+	Disabled     bool      `json:"disabled,omitempty"`
+}
+
+var (
+	bucketAccounts = []byte("accounts") // address -> Account JSON
+	bucketAliases  = []byte("aliases")  // alias address -> account address
+	bucketGlobal   = []byte("global")   // "schema" -> version
+)
+
+const schemaVersion = 1
+
+// Open opens (creating if needed) the store in opts.Dir.
+func Open(opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("store: no directory given")
+	}
+	if opts.LockTimeout == 0 {
+		opts.LockTimeout = 500 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "accounts"), 0o700); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", opts.Dir, err)
+	}
+	db, err := openBolt(filepath.Join(opts.Dir, "roost.db"), opts)
+	if err != nil {
+		return nil, err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketAccounts, bucketAliases, bucketGlobal} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		g := tx.Bucket(bucketGlobal)
+		if v := g.Get([]byte("schema")); v != nil && binary.BigEndian.Uint64(v) > schemaVersion {
+			return fmt.Errorf("store: schema version %d is newer than this binary's %d", binary.BigEndian.Uint64(v), schemaVersion)
+		}
+		return g.Put([]byte("schema"), u64(schemaVersion))
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: init %s: %w", db.Path(), err)
+	}
+	return &Store{opts: opts, global: db, log: opts.Logger, accounts: make(map[uint64]*Mailstore)}, nil
+}
+
+func openBolt(path string, opts Options) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        opts.LockTimeout,
+		NoSync:         opts.NoSync,
+		FreelistType:   bolt.FreelistMapType,
+		NoFreelistSync: true,
+	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("store: open %s: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// Dir returns the directory the store lives in.
+func (s *Store) Dir() string { return s.opts.Dir }
+
+// Close closes every open file. In-flight calls must have returned.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	for id, m := range s.accounts {
+		errs = append(errs, m.close())
+		delete(s.accounts, id)
+	}
+	errs = append(errs, s.global.Close())
+	return errors.Join(errs...)
+}
+
+// CreateAccount adds an account. The address must already be normalised by
+// the caller (the backend lower-cases it).
+func (s *Store) CreateAccount(address, passwordHash string) (Account, error) {
+	var acct Account
+	err := s.global.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAccounts)
+		if b.Get([]byte(address)) != nil {
+			return fmt.Errorf("account %s: %w", address, ErrExists)
+		}
+		if tx.Bucket(bucketAliases).Get([]byte(address)) != nil {
+			return fmt.Errorf("%s is an alias: %w", address, ErrExists)
+		}
+		id, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		acct = Account{ID: id, Address: address, PasswordHash: passwordHash, Created: time.Now().UTC().Truncate(time.Second)}
+		return putJSON(b, []byte(address), acct)
+	})
+	if err != nil {
+		return Account{}, fmt.Errorf("store: create account: %w", err)
+	}
+	return acct, nil
+}
+
+// Account returns the account with the given address.
+func (s *Store) Account(address string) (Account, error) {
+	var acct Account
+	err := s.global.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketAccounts).Get([]byte(address))
+		if v == nil {
+			return fmt.Errorf("account %s: %w", address, ErrNotFound)
+		}
+		return json.Unmarshal(v, &acct)
+	})
+	return acct, err
+}
+
+// UpdateAccount changes an account in one transaction.
+func (s *Store) UpdateAccount(address string, fn func(*Account) error) error {
+	return s.global.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAccounts)
+		v := b.Get([]byte(address))
+		if v == nil {
+			return fmt.Errorf("account %s: %w", address, ErrNotFound)
+		}
+		var acct Account
+		if err := json.Unmarshal(v, &acct); err != nil {
+			return err
+		}
+		if err := fn(&acct); err != nil {
+			return err
+		}
+		acct.Address = address
+		return putJSON(b, []byte(address), acct)
+	})
+}
+
+// DeleteAccount removes an account, the aliases that point to it, and its
+// mail file.
+func (s *Store) DeleteAccount(address string) error {
+	var acct Account
+	err := s.global.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAccounts)
+		v := b.Get([]byte(address))
+		if v == nil {
+			return fmt.Errorf("account %s: %w", address, ErrNotFound)
+		}
+		if err := json.Unmarshal(v, &acct); err != nil {
+			return err
+		}
+		al := tx.Bucket(bucketAliases)
+		var drop [][]byte
+		_ = al.ForEach(func(k, v []byte) error {
+			if string(v) == address {
+				drop = append(drop, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		for _, k := range drop {
+			if err := al.Delete(k); err != nil {
+				return err
+			}
+		}
+		return b.Delete([]byte(address))
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete account: %w", err)
+	}
+	s.mu.Lock()
+	if m := s.accounts[acct.ID]; m != nil {
+		m.close()
+		delete(s.accounts, acct.ID)
+	}
+	s.mu.Unlock()
+	if err := os.Remove(s.accountPath(acct.ID)); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("store: delete account file: %w", err)
+	}
+	return nil
+}
+
+// Accounts lists all accounts, sorted by address.
+func (s *Store) Accounts() ([]Account, error) {
+	var out []Account
+	err := s.global.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAccounts).ForEach(func(k, v []byte) error {
+			var a Account
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("account %s: %w", k, err)
+			}
+			out = append(out, a)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// PutAlias makes alias deliver to the account target. The target must exist
+// and the alias must not be an account.
+func (s *Store) PutAlias(alias, target string) error {
+	return s.global.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketAccounts).Get([]byte(target)) == nil {
+			return fmt.Errorf("account %s: %w", target, ErrNotFound)
+		}
+		if tx.Bucket(bucketAccounts).Get([]byte(alias)) != nil {
+			return fmt.Errorf("%s is an account: %w", alias, ErrExists)
+		}
+		al := tx.Bucket(bucketAliases)
+		if al.Get([]byte(alias)) != nil {
+			return fmt.Errorf("alias %s: %w", alias, ErrExists)
+		}
+		return al.Put([]byte(alias), []byte(target))
+	})
+}
+
+// DeleteAlias removes an alias.
+func (s *Store) DeleteAlias(alias string) error {
+	return s.global.Update(func(tx *bolt.Tx) error {
+		al := tx.Bucket(bucketAliases)
+		if al.Get([]byte(alias)) == nil {
+			return fmt.Errorf("alias %s: %w", alias, ErrNotFound)
+		}
+		return al.Delete([]byte(alias))
+	})
+}
+
+// Alias returns the account address an alias points to.
+func (s *Store) Alias(alias string) (string, error) {
+	var target string
+	err := s.global.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketAliases).Get([]byte(alias))
+		if v == nil {
+			return fmt.Errorf("alias %s: %w", alias, ErrNotFound)
+		}
+		target = string(v)
+		return nil
+	})
+	return target, err
+}
+
+// Aliases returns every alias with its target, sorted by alias.
+func (s *Store) Aliases() ([][2]string, error) {
+	var out [][2]string
+	err := s.global.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAliases).ForEach(func(k, v []byte) error {
+			out = append(out, [2]string{string(k), string(v)})
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (s *Store) accountPath(id uint64) string {
+	return filepath.Join(s.opts.Dir, "accounts", strconv.FormatUint(id, 10)+".db")
+}
+
+// Mailstore returns the mail file of the account with the given ID, opening
+// it on first use. It stays open until Close.
+func (s *Store) Mailstore(id uint64) (*Mailstore, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("store: closed")
+	}
+	if m := s.accounts[id]; m != nil {
+		return m, nil
+	}
+	m, err := openMailstore(s.accountPath(id), s.opts)
+	if err != nil {
+		return nil, err
+	}
+	s.accounts[id] = m
+	return m, nil
+}
+
+// Backup writes a consistent copy of every store file into dir, while the
+// store is in use: each file is copied inside one read transaction
+// (bbolt Tx.WriteTo), so writers are not blocked. Restoring is copying the
+// files back into an empty data directory.
+func (s *Store) Backup(dir string) error {
+	if err := os.MkdirAll(filepath.Join(dir, "accounts"), 0o700); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	if err := backupDB(s.global, filepath.Join(dir, "roost.db")); err != nil {
+		return err
+	}
+	accts, err := s.Accounts()
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	for _, a := range accts {
+		m, err := s.Mailstore(a.ID)
+		if err != nil {
+			return fmt.Errorf("backup %s: %w", a.Address, err)
+		}
+		if err := backupDB(m.db, filepath.Join(dir, "accounts", strconv.FormatUint(a.ID, 10)+".db")); err != nil {
+			return err
+		}
+	}
+	return syncDir(dir)
+}
+
+func backupDB(db *bolt.DB, path string) error {
+	tmp := path + ".tmp"
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.CopyFile(tmp, 0o600)
+	})
+	if err == nil {
+		err = fsyncFile(tmp)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("backup %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+func fsyncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+func syncDir(dir string) error {
+	for _, d := range []string{dir, filepath.Join(dir, "accounts")} {
+		if err := fsyncFile(d); err != nil {
+			return fmt.Errorf("backup: sync %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, data)
+}
+
+func u64(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
+}
+
+func u32(v uint32) []byte {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	return b[:]
+}
+
+// sortStrings sorts and removes duplicates in place.
+func sortStrings(s []string) []string {
+	sort.Strings(s)
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
