@@ -82,6 +82,24 @@ func (p *Part) IsMessage() bool {
 type Parsed struct {
 	Envelope Envelope `json:"env"`
 	Root     Part     `json:"root"`
+	// BareLF counts line feeds not preceded by a carriage return, and
+	// Unterminated says the (non-empty) message does not end with a line
+	// feed. Both are zero for a clean CRLF message. POP3 sends every line
+	// with CRLF (RFC 1939 §3) and must announce the exact octet count in
+	// LIST/STAT, which is Size + BareLF + 2 if Unterminated (CRLFSize).
+	BareLF       int64 `json:"blf,omitempty"`
+	Unterminated bool  `json:"unt,omitempty"`
+}
+
+// CRLFSize returns the size of a message of size octets once every bare LF
+// is sent as CRLF and a missing final line break is added: what POP3 RETR
+// sends, before byte-stuffing.
+func (p *Parsed) CRLFSize(size int64) int64 {
+	n := size + p.BareLF
+	if p.Unterminated {
+		n += 2
+	}
+	return n
 }
 
 func (p *Parsed) marshal() []byte {
@@ -94,7 +112,10 @@ func (p *Parsed) marshal() []byte {
 // reader would see it.
 func ParseMessage(raw []byte) *Parsed {
 	root, h := parsePart(raw, 0, int64(len(raw)), false, 0)
-	return &Parsed{Envelope: envelopeOf(h), Root: root}
+	p := &Parsed{Envelope: envelopeOf(h), Root: root}
+	p.BareLF = int64(bytes.Count(raw, []byte("\n")) - bytes.Count(raw, []byte("\r\n")))
+	p.Unterminated = len(raw) > 0 && raw[len(raw)-1] != '\n'
+	return p
 }
 
 // maxDepth bounds MIME nesting, against hostile messages.
@@ -134,7 +155,7 @@ func parsePart(raw []byte, start, end int64, inDigest bool, depth int) (Part, te
 	p := Part{HeaderStart: start, BodyStart: bodyStart, End: end}
 
 	mediaType, params, err := h.ContentType()
-	if err != nil || !strings.Contains(mediaType, "/") {
+	if th.Get("Content-Type") == "" || err != nil || !strings.Contains(mediaType, "/") {
 		// RFC 2045 §5.2: default, except in a multipart/digest (RFC 2046 §5.1.5).
 		mediaType, params = "text/plain", map[string]string{"charset": "us-ascii"}
 		if inDigest {

@@ -1,0 +1,403 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+func newTestBackend(t testing.TB, opts Options) *Backend {
+	t.Helper()
+	if opts.DataDir == "" {
+		opts.DataDir = t.TempDir()
+	}
+	opts.NoSync = true
+	b, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func mustUser(t testing.TB, b *Backend, addr string) *User {
+	t.Helper()
+	ctx := context.Background()
+	if err := b.CreateUser(ctx, addr, "secret"); err != nil {
+		t.Fatal(err)
+	}
+	u, err := b.LookupUser(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func deliver(t testing.TB, b *Backend, body string, rcpts ...string) {
+	t.Helper()
+	ctx := context.Background()
+	var rs []Recipient
+	for _, r := range rcpts {
+		rr, err := b.ResolveRecipient(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, rr)
+	}
+	for i, err := range b.Deliver(ctx, []byte(body), rs) {
+		if err != nil {
+			t.Fatalf("deliver to %s: %v", rcpts[i], err)
+		}
+	}
+}
+
+func TestNormalizeAddress(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"Alice@Example.ORG", "alice@example.org"},
+		{" bob@x.org ", "bob@x.org"},
+		{"bob", ""}, {"@x.org", ""}, {"bob@", ""}, {"a@b@c", ""}, {"a b@x.org", ""},
+		{"a@x..org", ""}, {"<a@x.org>", ""}, {".a@x.org", ""},
+	} {
+		got, err := NormalizeAddress(tc.in)
+		if tc.want == "" {
+			if !errors.Is(err, ErrInvalidAddress) {
+				t.Errorf("%q: got %q, %v; want ErrInvalidAddress", tc.in, got, err)
+			}
+		} else if got != tc.want || err != nil {
+			t.Errorf("%q: got %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestNormalizeMailboxName(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"inbox", "INBOX"}, {"InBox/Sub", "INBOX/Sub"}, {"Work/", "Work"}, {"Réunions", "Réunions"},
+		{"a&b", "a&b"}, {"Inboxes", "Inboxes"},
+		{"", ""}, {"/a", ""}, {"a//b", ""}, {"a*", ""}, {"a%", ""}, {"a\x01", ""}, {"\xff", ""},
+	} {
+		got, err := NormalizeMailboxName(tc.in)
+		if tc.want == "" {
+			if !errors.Is(err, ErrInvalidMailbox) {
+				t.Errorf("%q: got %q, %v; want ErrInvalidMailbox", tc.in, got, err)
+			}
+		} else if got != tc.want || err != nil {
+			t.Errorf("%q: got %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestUsersAndLogin(t *testing.T) {
+	b := newTestBackend(t, Options{})
+	ctx := context.Background()
+	mustUser(t, b, "Alice@Example.org")
+	for _, tc := range []struct {
+		name, addr, pass string
+		want             error
+	}{
+		{"duplicate", "alice@example.org", "x", ErrExists},
+		{"malformed", "alice", "x", ErrInvalidAddress},
+		{"empty password", "carol@example.org", "", ErrEmptyPassword},
+	} {
+		if err := b.CreateUser(ctx, tc.addr, tc.pass); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if _, err := b.Login(ctx, "ALICE@example.org", "secret", "127.0.0.1"); err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	// Unknown user and wrong password are indistinguishable.
+	_, e1 := b.Login(ctx, "nobody@example.org", "secret", "127.0.0.1")
+	_, e2 := b.Login(ctx, "alice@example.org", "wrong", "127.0.0.1")
+	if e1 != ErrAuthFailed || e2 != ErrAuthFailed {
+		t.Fatalf("failures: %v / %v", e1, e2)
+	}
+	if err := b.SetPassword(ctx, "alice@example.org", "new"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Login(ctx, "alice@example.org", "secret", "127.0.0.1"); err != ErrAuthFailed {
+		t.Fatal("old password still accepted (login cache not cleared)")
+	}
+	if _, err := b.Login(ctx, "alice@example.org", "new", "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	b.UpdateAccount(ctx, "alice@example.org", 0, true)
+	if _, err := b.Login(ctx, "alice@example.org", "new", "127.0.0.1"); err != ErrAuthFailed {
+		t.Fatalf("disabled account: %v", err)
+	}
+	if err := b.SetPassword(ctx, "nobody@example.org", "x"); !errors.Is(err, ErrNoSuchUser) {
+		t.Fatalf("passwd unknown: %v", err)
+	}
+	if got := b.Domains(); fmt.Sprint(got) != "[example.org]" {
+		t.Fatalf("domains = %v", got)
+	}
+	if err := b.DeleteUser(ctx, "alice@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Domains()) != 0 {
+		t.Fatal("domain survived its last account")
+	}
+}
+
+func TestPasswordHashes(t *testing.T) {
+	h, err := HashPassword("pw")
+	if err != nil || !strings.HasPrefix(h, "$argon2id$v=19$m=19456,t=2,p=1$") {
+		t.Fatalf("hash %q, %v", h, err)
+	}
+	// A bcrypt hash (as imported from Dovecot BLF-CRYPT) also verifies.
+	bch, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	bc := string(bch)
+	for _, tc := range []struct {
+		hash, pw string
+		ok       bool
+	}{{h, "pw", true}, {h, "pW", false}, {bc, "pw", true}, {bc, "x", false}, {"garbage", "pw", false}, {dummyHash, "", false}} {
+		if got := VerifyPassword(tc.hash, tc.pw); got != tc.ok {
+			t.Errorf("VerifyPassword(%q, %q) = %v", tc.hash, tc.pw, got)
+		}
+	}
+}
+
+func TestAuthLimiter(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	l := NewAuthLimiter(AuthLimiterOptions{MaxFailures: 3, Window: time.Minute, Lockout: 5 * time.Minute, Now: func() time.Time { return now }})
+	b := newTestBackend(t, Options{Limiter: l})
+	mustUser(t, b, "a@x.org")
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		if _, err := b.Login(ctx, "a@x.org", "bad", "192.0.2.1"); err != ErrAuthFailed {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	// Locked now: even the right password is refused, for the IP and the account.
+	if _, err := b.Login(ctx, "a@x.org", "secret", "192.0.2.1"); err != ErrAuthLocked {
+		t.Fatalf("after 3 failures: %v", err)
+	}
+	if _, err := b.Login(ctx, "a@x.org", "secret", "192.0.2.2"); err != ErrAuthLocked {
+		t.Fatalf("account lock from another IP: %v", err)
+	}
+	now = now.Add(5*time.Minute + time.Second)
+	if _, err := b.Login(ctx, "a@x.org", "secret", "192.0.2.1"); err != nil {
+		t.Fatalf("after lockout: %v", err)
+	}
+	// Failures spread beyond the window do not add up.
+	for i := 0; i < 4; i++ {
+		l.Failed("192.0.2.9", "")
+		now = now.Add(31 * time.Second)
+	}
+	if !l.Allow("192.0.2.9", "") {
+		t.Fatal("failures outside the window locked the IP")
+	}
+}
+
+func TestResolveRecipient(t *testing.T) {
+	b := newTestBackend(t, Options{})
+	ctx := context.Background()
+	mustUser(t, b, "alice@example.org")
+	mustUser(t, b, "full@example.org")
+	mustUser(t, b, "off@example.org")
+	b.AddAlias(ctx, "postmaster@example.org", "alice@example.org")
+	deliver(t, b, "Subject: fill\r\n\r\nmore than ten bytes\r\n", "full@example.org")
+	b.UpdateAccount(ctx, "full@example.org", 10, false)
+	b.UpdateAccount(ctx, "off@example.org", 0, true)
+	for _, tc := range []struct {
+		rcpt, account string
+		err           error
+	}{
+		{"Alice@EXAMPLE.org", "alice@example.org", nil},
+		{"alice+lists@example.org", "alice@example.org", nil},
+		{"PostMaster@example.org", "alice@example.org", nil},
+		{"postmaster+x@example.org", "alice@example.org", nil},
+		{"bob@example.org", "", ErrNoSuchUser},
+		{"alice@elsewhere.net", "", ErrRelayDenied},
+		{"full@example.org", "", ErrOverQuota},
+		{"off@example.org", "", ErrAccountDisabled},
+		{"not an address", "", ErrInvalidAddress},
+	} {
+		r, err := b.ResolveRecipient(ctx, tc.rcpt)
+		if tc.err != nil {
+			if !errors.Is(err, tc.err) {
+				t.Errorf("%s: %v, want %v", tc.rcpt, err, tc.err)
+			}
+		} else if err != nil || r.Account != tc.account {
+			t.Errorf("%s: %+v %v, want %s", tc.rcpt, r, err, tc.account)
+		}
+	}
+}
+
+func TestDeliverDedupesAndWakesWatchers(t *testing.T) {
+	b := newTestBackend(t, Options{})
+	ctx := context.Background()
+	u := mustUser(t, b, "alice@example.org")
+	mustUser(t, b, "bob@example.org")
+	b.AddAlias(ctx, "a2@example.org", "alice@example.org")
+	inbox, _ := u.Mailbox("INBOX")
+	w := u.Watch(inbox.ID)
+	defer w.Close()
+	deliver(t, b, "Subject: x\r\n\r\nhi\r\n", "alice@example.org", "a2@example.org", "bob@example.org")
+	select {
+	case <-w.C():
+	default:
+		t.Fatal("watcher not woken by delivery")
+	}
+	if mb, _ := u.Mailbox("INBOX"); mb.Messages != 1 {
+		t.Fatalf("alice has %d messages, want 1 (alias deduplicated)", mb.Messages)
+	}
+	ch, _ := u.ChangesSince(inbox.ID, inbox.HighestModSeq)
+	if len(ch) != 1 || ch[0].UID != 1 || ch[0].Expunged {
+		t.Fatalf("changes = %+v", ch)
+	}
+}
+
+func TestSpoolGoesToFile(t *testing.T) {
+	b := newTestBackend(t, Options{SpoolMemoryBytes: 1024, MaxMessageBytes: 1 << 20})
+	sp := b.NewSpool()
+	defer sp.Close()
+	chunk := bytes.Repeat([]byte("0123456789abcde\n"), 64)
+	for i := 0; i < 100; i++ {
+		if _, err := sp.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sp.f == nil {
+		t.Fatal("spool still in memory past SpoolMemoryBytes")
+	}
+	got, err := sp.Bytes()
+	if err != nil || !bytes.Equal(got, bytes.Repeat(chunk, 100)) {
+		t.Fatalf("spooled bytes differ: %v", err)
+	}
+	big := b.NewSpool()
+	defer big.Close()
+	for i := 0; i < 1100 && !big.TooBig(); i++ {
+		big.Write(chunk)
+	}
+	if _, err := big.Bytes(); !errors.Is(err, ErrTooBig) {
+		t.Fatalf("over the limit: %v", err)
+	}
+}
+
+func TestMailboxOperations(t *testing.T) {
+	b := newTestBackend(t, Options{})
+	ctx := context.Background()
+	u := mustUser(t, b, "a@x.org")
+	names := func() string {
+		mbs, _ := u.Mailboxes()
+		var s []string
+		for _, m := range mbs {
+			s = append(s, m.Name)
+		}
+		return strings.Join(s, ",")
+	}
+	if got := names(); got != "Archive,Drafts,INBOX,Junk,Sent,Trash" {
+		t.Fatalf("default mailboxes: %s", got)
+	}
+	if mb, _ := u.Mailbox("Sent"); mb.SpecialUse != `\Sent` {
+		t.Fatalf("Sent special-use %q", mb.SpecialUse)
+	}
+	for _, n := range []string{"Work", "Work/2026", "Work/2026/Q1"} {
+		if err := u.CreateMailbox(n, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliver(t, b, "Subject: x\r\n\r\nhi\r\n", "a@x.org")
+	if err := u.RenameMailbox("Work", "Job"); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); !strings.Contains(got, "Job,Job/2026,Job/2026/Q1") || strings.Contains(got, "Work") {
+		t.Fatalf("after rename: %s", got)
+	}
+	if err := u.RenameMailbox("Job", "Job/sub"); !errors.Is(err, ErrInvalidMailbox) {
+		t.Fatalf("rename into itself: %v", err)
+	}
+	if err := u.RenameMailbox("nope", "x"); !errors.Is(err, ErrNoSuchMailbox) {
+		t.Fatalf("rename missing: %v", err)
+	}
+	// RFC 9051 §6.3.6: renaming INBOX moves its messages and leaves it empty.
+	if err := u.RenameMailbox("inbox", "Old"); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := u.Mailbox("INBOX")
+	old, _ := u.Mailbox("Old")
+	if in.Messages != 0 || old.Messages != 1 {
+		t.Fatalf("INBOX %d, Old %d messages", in.Messages, old.Messages)
+	}
+	if err := u.DeleteMailbox("INBOX"); !errors.Is(err, ErrCannotDeleteInbox) {
+		t.Fatalf("delete INBOX: %v", err)
+	}
+	if err := u.CreateMailbox("job", `\Bogus`); !errors.Is(err, ErrInvalidMailbox) {
+		t.Fatalf("bad special-use: %v", err)
+	}
+	res, err := u.Append(ctx, "Drafts", strings.NewReader("Subject: draft\r\n\r\n..."), []string{FlagDraft}, time.Time{})
+	if err != nil || res.UID != 1 {
+		t.Fatalf("append: %+v %v", res, err)
+	}
+	if _, err := u.Append(ctx, "Nope", strings.NewReader("x"), nil, time.Time{}); !errors.Is(err, ErrNoSuchMailbox) {
+		t.Fatalf("append to missing: %v", err)
+	}
+	rel, err := u.LockMaildrop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.LockMaildrop(); !errors.Is(err, ErrInUse) {
+		t.Fatalf("second maildrop lock: %v", err)
+	}
+	rel()
+	rel()
+	if rel2, err := u.LockMaildrop(); err != nil {
+		t.Fatalf("lock after release: %v", err)
+	} else {
+		rel2()
+	}
+}
+
+func TestSearch(t *testing.T) {
+	b := newTestBackend(t, Options{})
+	ctx := context.Background()
+	u := mustUser(t, b, "a@x.org")
+	msgs := []string{
+		"From: Bob <bob@example.com>\r\nSubject: Lunch\r\nDate: Mon, 02 Mar 2026 10:00:00 +0000\r\n\r\nPizza at noon?\r\n",
+		"From: carol@example.com\r\nSubject: =?iso-8859-1?q?R=E9union?=\r\nDate: Tue, 10 Mar 2026 10:00:00 +0000\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCaf=E9 cr=E8me\r\n",
+		"From: bob@example.com\r\nSubject: big\r\nX-Tag: blue\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\nsee attachment\r\n--zz\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n" + strings.Repeat("QUJD", 500) + "\r\n--zz--\r\n",
+	}
+	for _, m := range msgs {
+		deliver(t, b, m, "a@x.org")
+	}
+	mb, _ := u.Mailbox("INBOX")
+	u.StoreFlags(mb.ID, []uint32{2}, FlagsAdd, []string{FlagSeen, "$Important"}, 0)
+	day := func(s string) time.Time { d, _ := time.Parse("2006-01-02", s); return d }
+	for _, tc := range []struct {
+		name string
+		c    SearchCriteria
+		want string
+	}{
+		{"all", SearchCriteria{}, "[1 2 3]"},
+		{"from header", SearchCriteria{Header: []HeaderMatch{{"From", "BOB"}}}, "[1 3]"},
+		{"encoded subject", SearchCriteria{Header: []HeaderMatch{{"Subject", "réunion"}}}, "[2]"},
+		{"header present", SearchCriteria{Header: []HeaderMatch{{"X-Tag", ""}}}, "[3]"},
+		{"body latin-1", SearchCriteria{Body: []string{"CAFÉ"}}, "[2]"},
+		{"body not in attachment header", SearchCriteria{Body: []string{"application/pdf"}}, "[]"},
+		{"text finds header", SearchCriteria{Text: []string{"lunch"}}, "[1]"},
+		{"seen", SearchCriteria{Flag: []string{`\seen`}}, "[2]"},
+		{"unseen", SearchCriteria{NotFlag: []string{FlagSeen}}, "[1 3]"},
+		{"keyword", SearchCriteria{Flag: []string{"$important"}}, "[2]"},
+		{"larger", SearchCriteria{Larger: 1000}, "[3]"},
+		{"smaller", SearchCriteria{Smaller: 1000}, "[1 2]"},
+		{"sent before", SearchCriteria{SentBefore: day("2026-03-10")}, "[1]"},
+		{"sent on", SearchCriteria{SentOn: day("2026-03-10")}, "[2]"},
+		{"sent since", SearchCriteria{SentSince: day("2026-03-03")}, "[2]"},
+		{"uid set", SearchCriteria{UIDs: [][]UIDRange{{{2, 3}}}}, "[2 3]"},
+		{"not", SearchCriteria{Not: []SearchCriteria{{Header: []HeaderMatch{{"From", "bob"}}}}}, "[2]"},
+		{"or", SearchCriteria{Or: [][2]SearchCriteria{{{Larger: 1000}, {Flag: []string{FlagSeen}}}}}, "[2 3]"},
+		{"since today", SearchCriteria{Since: time.Now()}, "[1 2 3]"},
+		{"before today", SearchCriteria{Before: time.Now()}, "[]"},
+	} {
+		got, err := u.Search(ctx, mb.ID, &tc.c)
+		if err != nil || fmt.Sprint(got) != tc.want {
+			t.Errorf("%s: %v %v, want %s", tc.name, got, err, tc.want)
+		}
+	}
+}
