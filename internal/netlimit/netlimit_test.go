@@ -1,0 +1,79 @@
+package netlimit
+
+import (
+	"bufio"
+	"net"
+	"testing"
+)
+
+func TestLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		opts         Options
+		open         int // connections opened and kept
+		wantAccepted int
+		wantReason   string
+	}{
+		{"overall", Options{MaxConns: 2}, 3, 2, "overall"},
+		{"per ip", Options{MaxConnsPerIP: 1}, 2, 1, "per-ip"},
+		{"unlimited", Options{}, 5, 5, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			reasons := make(chan string, 10)
+			tc.opts.Reject = func(c net.Conn, reason string) {
+				c.Write([]byte("BYE " + reason + "\r\n"))
+				reasons <- reason
+			}
+			l := Wrap(ln, tc.opts)
+			defer l.Close()
+			accepted := make(chan net.Conn, 10)
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					accepted <- c
+				}
+			}()
+			var clients []net.Conn
+			for i := 0; i < tc.open; i++ {
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				clients = append(clients, c)
+			}
+			var server []net.Conn
+			for i := 0; i < tc.wantAccepted; i++ {
+				server = append(server, <-accepted)
+			}
+			if tc.wantReason != "" {
+				if r := <-reasons; r != tc.wantReason {
+					t.Fatalf("reason %q, want %q", r, tc.wantReason)
+				}
+				// The rejected client reads the protocol's refusal.
+				line, _ := bufio.NewReader(clients[len(clients)-1]).ReadString('\n')
+				if line != "BYE "+tc.wantReason+"\r\n" {
+					t.Fatalf("rejected client read %q", line)
+				}
+				// Closing an accepted connection frees its slot.
+				server[0].Close()
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				<-accepted
+			}
+			if got := l.Open(); got != tc.wantAccepted {
+				t.Fatalf("open = %d, want %d", got, tc.wantAccepted)
+			}
+		})
+	}
+}
