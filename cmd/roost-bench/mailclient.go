@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/textproto"
+	"strings"
+	"time"
+)
+
+// mailClient is a minimal SMTP/LMTP client for load: one connection carries
+// transaction after transaction, with RSET between them. It is our own
+// rather than go-smtp's Client because that one re-sends EHLO/LHLO after every
+// RSET and cannot pipeline, which would make the tool measure round trips
+// instead of the server; this one behaves like Postfix's smtp/lmtp client.
+type mailClient struct {
+	conn    net.Conn
+	tp      *textproto.Conn
+	lmtp    bool
+	timeout time.Duration
+	ext     map[string]string // EHLO/LHLO keywords, upper case
+	used    bool              // a transaction ran: RSET before the next
+	stop    func() bool       // detaches the context watcher
+}
+
+// replyError is a 4xx/5xx reply. The connection stays usable after it.
+type replyError struct {
+	cmd  string
+	code int
+	msg  string
+}
+
+func (e *replyError) Error() string {
+	return fmt.Sprintf("%s: %d %s", e.cmd, e.code, e.msg)
+}
+
+// dialMail connects, reads the greeting and says LHLO (LMTP, RFC 2033 §4.1)
+// or EHLO (SMTP, RFC 5321 §4.1.1.1).
+func dialMail(ctx context.Context, addr string, lmtp bool, timeout time.Duration) (*mailClient, error) {
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	c := &mailClient{conn: conn, tp: textproto.NewConn(conn), lmtp: lmtp, timeout: timeout,
+		ext: make(map[string]string)}
+	// Closing the connection is what unblocks a read on cancellation.
+	c.stop = context.AfterFunc(ctx, func() { conn.Close() })
+	c.deadline()
+	if _, _, err := c.tp.ReadResponse(2); err != nil {
+		c.close()
+		return nil, fmt.Errorf("greeting from %s: %w", addr, err)
+	}
+	hello := "EHLO"
+	if lmtp {
+		hello = "LHLO"
+	}
+	if err := c.tp.PrintfLine("%s roost-bench.localhost", hello); err != nil {
+		c.close()
+		return nil, fmt.Errorf("%s: %w", hello, err)
+	}
+	_, msg, err := c.tp.ReadResponse(2)
+	if err != nil {
+		c.close()
+		return nil, fmt.Errorf("%s: %w", hello, err)
+	}
+	lines := strings.Split(msg, "\n")
+	for _, line := range lines[1:] { // the first line is the server's name
+		kw, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
+		c.ext[strings.ToUpper(kw)] = arg
+	}
+	return c, nil
+}
+
+func (c *mailClient) deadline() {
+	c.conn.SetDeadline(time.Now().Add(c.timeout))
+}
+
+// pipelining reports whether commands may be sent in groups (RFC 2920).
+// LMTP servers must support it (RFC 2033 §4.2), but we still ask.
+func (c *mailClient) pipelining() bool {
+	_, ok := c.ext["PIPELINING"]
+	return ok
+}
+
+// deliveryResult is the outcome of one transaction.
+type deliveryResult struct {
+	accepted int   // recipients the message was delivered to
+	rejected int   // recipients refused at RCPT or (LMTP) after DATA
+	err      error // first reply error, or nil when every recipient got it
+}
+
+// send runs one mail transaction: [RSET] MAIL, RCPT..., DATA, message, and
+// reads one final reply per accepted recipient for LMTP (RFC 2033 §4.2) or
+// one reply for SMTP. A returned error means the connection is unusable;
+// refusals by the server are in deliveryResult.err.
+func (c *mailClient) send(from string, rcpts []string, msg []byte) (deliveryResult, error) {
+	var res deliveryResult
+	c.deadline()
+	cmds := make([]string, 0, len(rcpts)+3)
+	if c.used {
+		cmds = append(cmds, "RSET")
+	}
+	c.used = true
+	mail := "MAIL FROM:<" + from + ">"
+	if _, ok := c.ext["SIZE"]; ok {
+		mail += fmt.Sprintf(" SIZE=%d", len(msg)) // RFC 1870 §6
+	}
+	cmds = append(cmds, mail)
+	for _, r := range rcpts {
+		cmds = append(cmds, "RCPT TO:<"+r+">")
+	}
+	cmds = append(cmds, "DATA")
+
+	// RFC 2920 §3.1: with PIPELINING the whole group goes out at once and
+	// the replies are read in order; otherwise one command per round trip.
+	pipe := c.pipelining()
+	if pipe {
+		for _, cmd := range cmds {
+			if _, err := fmt.Fprintf(c.tp.W, "%s\r\n", cmd); err != nil {
+				return res, fmt.Errorf("%s: %w", verb(cmd), err)
+			}
+		}
+		if err := c.tp.W.Flush(); err != nil {
+			return res, fmt.Errorf("send commands: %w", err)
+		}
+	}
+	var mailOK bool
+	for _, cmd := range cmds {
+		if !pipe && cmd == "DATA" && res.accepted == 0 {
+			return res, nil // nobody to send it to
+		}
+		if !pipe {
+			if err := c.tp.PrintfLine("%s", cmd); err != nil {
+				return res, fmt.Errorf("%s: %w", verb(cmd), err)
+			}
+		}
+		want := 2 // any 2yz (RFC 5321 §4.2.1)
+		if cmd == "DATA" {
+			want = 3
+		}
+		code, _, err := c.tp.ReadResponse(want)
+		var perr *textproto.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &perr):
+			rerr := &replyError{cmd: verb(cmd), code: perr.Code, msg: perr.Msg}
+			if res.err == nil {
+				res.err = rerr
+			}
+		default:
+			return res, fmt.Errorf("%s: %w", verb(cmd), err)
+		}
+		switch {
+		case strings.HasPrefix(cmd, "MAIL"):
+			mailOK = err == nil
+		case strings.HasPrefix(cmd, "RCPT"):
+			if err == nil && mailOK {
+				res.accepted++
+			} else {
+				res.rejected++
+			}
+		case cmd == "DATA" && code == 354 && res.accepted == 0:
+			// RFC 2920 §3.1: a server that says 354 with no valid
+			// recipient gets an empty message; we cannot know how many
+			// replies follow, so give up on this connection.
+			return res, fmt.Errorf("DATA: server said 354 with no accepted recipient")
+		case cmd == "DATA" && err != nil:
+			res.rejected += res.accepted
+			res.accepted = 0
+			return res, nil
+		}
+	}
+
+	// RFC 5321 §4.5.2: DotWriter doubles leading dots and ends with CRLF.CRLF.
+	c.deadline()
+	w := c.tp.DotWriter()
+	if _, err := w.Write(msg); err != nil {
+		return res, fmt.Errorf("DATA body: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return res, fmt.Errorf("DATA body: %w", err)
+	}
+	replies := 1
+	if c.lmtp {
+		replies = res.accepted
+	}
+	delivered := 0
+	for range replies {
+		_, _, err := c.tp.ReadResponse(2)
+		var perr *textproto.Error
+		switch {
+		case err == nil:
+			delivered++
+		case errors.As(err, &perr):
+			if res.err == nil {
+				res.err = &replyError{cmd: "DATA", code: perr.Code, msg: perr.Msg}
+			}
+		default:
+			return res, fmt.Errorf("reply after DATA: %w", err)
+		}
+	}
+	if !c.lmtp && delivered == 0 {
+		// SMTP: one refusal after DATA refuses every recipient.
+		res.rejected += res.accepted
+		res.accepted = 0
+	} else if c.lmtp {
+		res.rejected += res.accepted - delivered
+		res.accepted = delivered
+	}
+	return res, nil
+}
+
+func verb(cmd string) string {
+	v, _, _ := strings.Cut(cmd, " ")
+	return v
+}
+
+// quit says QUIT politely and closes.
+func (c *mailClient) quit() {
+	c.conn.SetDeadline(time.Now().Add(min(c.timeout, 2*time.Second)))
+	if c.tp.PrintfLine("QUIT") == nil {
+		c.tp.ReadResponse(2)
+	}
+	c.close()
+}
+
+func (c *mailClient) close() {
+	c.stop()
+	c.conn.Close()
+}
