@@ -104,7 +104,11 @@ type Options struct {
 	Limiter LoginLimiter
 	// NoSync skips fsync (tests only).
 	NoSync bool
-	Logger *slog.Logger
+	// OnDeliver, if set, is called after every Deliver with its
+	// per-recipient results (nil: stored), e.g. to count deliveries for
+	// metrics. It runs on the delivering goroutine and must not block.
+	OnDeliver func(results []error)
+	Logger    *slog.Logger
 }
 
 // LoginLimiter decides whether a login attempt may proceed and learns of

@@ -83,6 +83,9 @@ func (b *Backend) Deliver(ctx context.Context, body []byte, rcpts []Recipient) [
 	b.inflight.Add(1)
 	defer b.inflight.Done()
 	results := make([]error, len(rcpts))
+	if b.opts.OnDeliver != nil {
+		defer func() { b.opts.OnDeliver(results) }()
+	}
 	if int64(len(body)) > b.opts.MaxMessageBytes {
 		for i := range results {
 			results[i] = ErrTooBig
