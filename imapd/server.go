@@ -36,6 +36,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"github.com/roostmail/roost/backend"
+	"github.com/roostmail/roost/internal/lifecycle"
 	"github.com/roostmail/roost/internal/netlimit"
 )
 
@@ -107,18 +108,11 @@ type Server struct {
 	log  *slog.Logger
 	caps imap.CapSet
 
-	closing  atomic.Bool
-	done     chan struct{} // closed by Shutdown
-	doneOnce sync.Once
-	nextID   atomic.Uint64
-	debugMu  sync.Mutex
+	conns   *lifecycle.Tracker[*wire]
+	nextID  atomic.Uint64
+	debugMu sync.Mutex
 	// tlsRejects bounds the TLS handshakes spent on refusing connections.
 	tlsRejects chan struct{}
-
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	wires     map[*wire]struct{}
-	wg        sync.WaitGroup // connections in progress
 }
 
 // New checks opts, fills in defaults and returns a Server.
@@ -183,10 +177,8 @@ func New(opts Options) (*Server, error) {
 			imap.CapCreateSpecialUse: {},
 			imap.CapLiteralPlus:      {},
 		},
-		done:       make(chan struct{}),
+		conns:      lifecycle.New[*wire](),
 		tlsRejects: make(chan struct{}, 16),
-		listeners:  make(map[net.Listener]struct{}),
-		wires:      make(map[*wire]struct{}),
 	}, nil
 }
 
@@ -220,43 +212,17 @@ func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 		MaxConnsPerIP: s.opts.MaxConnsPerIP,
 		Reject:        s.reject(implicitTLS),
 	})
-	if !s.track(ll) {
+	if !s.conns.Listen(ll) {
 		l.Close()
 		return nil
 	}
-	defer s.untrack(ll)
+	defer s.conns.Unlisten(ll)
 	s.log.Info("listening", "addr", l.Addr().String(), "tls", implicitTLS, "hostname", s.opts.Hostname)
-	var backoff time.Duration
-	for {
-		c, err := ll.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return nil
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("imapd: accept on %s: %w", l.Addr(), err)
-			}
-			// Resource shortage (EMFILE and the like): wait it out.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-s.done:
-			}
-			continue
-		}
-		backoff = 0
-		w := s.newWire(c)
-		if !s.addWire(w) {
-			c.Close()
-			continue
-		}
-		go func() {
-			defer s.wg.Done()
-			defer s.removeWire(w)
-			w.run(implicitTLS)
-		}()
+	err := s.conns.Serve(ll, s.log, s.newWire, func(w *wire) { w.run(implicitTLS) })
+	if err != nil {
+		return fmt.Errorf("imapd: %w", err)
 	}
+	return nil
 }
 
 // reject answers a connection over a limit (netlimit) before it is closed.
@@ -267,6 +233,7 @@ func (s *Server) reject(implicitTLS bool) func(net.Conn, string) {
 			msg = "* BYE [UNAVAILABLE] Too many connections from your address, try again later\r\n"
 		}
 		s.log.Warn("connection refused", "remote", c.RemoteAddr().String(), "reason", reason)
+		var tlsConfig *tls.Config
 		if implicitTLS {
 			// A handshake costs CPU: spend it on a few refusals at a time
 			// only, and just close the others.
@@ -276,47 +243,10 @@ func (s *Server) reject(implicitTLS bool) func(net.Conn, string) {
 			default:
 				return
 			}
-			tc := tls.Server(c, s.opts.TLSConfig)
-			if err := tc.Handshake(); err != nil {
-				return
-			}
-			c = tc
+			tlsConfig = s.opts.TLSConfig
 		}
-		c.Write([]byte(msg))
+		lifecycle.Refuse(c, tlsConfig, msg)
 	}
-}
-
-func (s *Server) track(l net.Listener) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing.Load() {
-		return false
-	}
-	s.listeners[l] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(l net.Listener) {
-	s.mu.Lock()
-	delete(s.listeners, l)
-	s.mu.Unlock()
-}
-
-func (s *Server) addWire(w *wire) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing.Load() {
-		return false
-	}
-	s.wires[w] = struct{}{}
-	s.wg.Add(1)
-	return true
-}
-
-func (s *Server) removeWire(w *wire) {
-	s.mu.Lock()
-	delete(s.wires, w)
-	s.mu.Unlock()
 }
 
 // Shutdown stops accepting, lets commands in progress finish, says BYE to
@@ -324,42 +254,14 @@ func (s *Server) removeWire(w *wire) {
 // connections to end, at most until ctx is done, when the remaining ones
 // are closed forcibly.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing.Store(true)
-	s.doneOnce.Do(func() { close(s.done) })
-	for l := range s.listeners {
-		l.Close()
+	if err := s.conns.Shutdown(ctx); err != nil {
+		return fmt.Errorf("imapd: shutdown: %w", err)
 	}
-	for w := range s.wires {
-		w.interrupt()
-	}
-	s.mu.Unlock()
-
-	finished := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(finished)
-	}()
-	select {
-	case <-finished:
-		return nil
-	case <-ctx.Done():
-		s.mu.Lock()
-		for w := range s.wires {
-			w.raw.Close()
-		}
-		s.mu.Unlock()
-		<-finished
-		return fmt.Errorf("imapd: shutdown: %w", ctx.Err())
-	}
+	return nil
 }
 
 // openConns reports the connections being served (for tests).
-func (s *Server) openConns() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.wires)
-}
+func (s *Server) openConns() int { return s.conns.Len() }
 
 // connID returns a short identifier for log lines.
 func (s *Server) connID() string {

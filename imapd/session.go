@@ -171,7 +171,7 @@ func (s *session) delayFailure() {
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-s.srv.done:
+	case <-s.srv.conns.Done():
 	case <-s.quit:
 	}
 }

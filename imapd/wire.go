@@ -203,12 +203,16 @@ func (w *wire) resetStretch() {
 	w.wmu.Unlock()
 }
 
-// interrupt is Shutdown's request: the connection says BYE when imapserver
+// Interrupt is Shutdown's request: the connection says BYE when imapserver
 // next waits for a command, or at once if it is waiting now.
-func (w *wire) interrupt() {
+func (w *wire) Interrupt() {
 	w.stopping.Store(true)
 	w.raw.SetReadDeadline(time.Now())
 }
+
+// Close is Shutdown's last resort when its context ends: it closes the
+// transport, and the connection's goroutine ends on the failed I/O.
+func (w *wire) Close() error { return w.raw.Close() }
 
 // closeWithBye ends the connection from the session's side: BYE now, and
 // imapserver's next read fails.

@@ -26,6 +26,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/roostmail/roost/backend"
+	"github.com/roostmail/roost/internal/lifecycle"
 	"github.com/roostmail/roost/internal/netlimit"
 )
 
@@ -128,10 +129,7 @@ type Server struct {
 	// the connection; Shutdown waits for these too.
 	inflight sync.WaitGroup
 
-	mu        sync.Mutex
-	closing   bool
-	listeners map[net.Listener]struct{}
-	conns     map[*wire]struct{}
+	conns *lifecycle.Tracker[*wire]
 }
 
 // New checks opts and returns a Server.
@@ -184,13 +182,12 @@ func New(opts Options) (*Server, error) {
 	}
 
 	s := &Server{
-		opts:      opts,
-		be:        opts.Backend,
-		log:       opts.Logger,
-		proto:     "smtp",
-		maxSize:   opts.MaxMessageBytes,
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*wire]struct{}),
+		opts:    opts,
+		be:      opts.Backend,
+		log:     opts.Logger,
+		proto:   "smtp",
+		maxSize: opts.MaxMessageBytes,
+		conns:   lifecycle.New[*wire](),
 	}
 	if opts.LMTP {
 		s.proto = "lmtp"
@@ -256,21 +253,13 @@ func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 		srv:         s,
 		implicitTLS: implicitTLS,
 	}
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	if !s.conns.Listen(ll) {
 		l.Close()
 		return nil
 	}
-	s.listeners[ll] = struct{}{}
-	s.mu.Unlock()
-
 	err := s.smtp.Serve(ll)
-	s.mu.Lock()
-	delete(s.listeners, ll)
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
+	s.conns.Unlisten(ll)
+	if s.conns.Closing() {
 		return nil
 	}
 	return err
@@ -278,10 +267,11 @@ func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 
 // reject tells a client over a connection limit why it is turned away.
 func (s *Server) reject(c net.Conn, reason string, implicitTLS bool) {
+	var tlsConfig *tls.Config
 	if implicitTLS {
-		c = tls.Server(c, s.opts.TLSConfig)
+		tlsConfig = s.opts.TLSConfig
 	}
-	fmt.Fprintf(c, "421 4.7.0 %s Too many connections (%s), try again later\r\n", s.opts.Hostname, reason)
+	lifecycle.Refuse(c, tlsConfig, fmt.Sprintf("421 4.7.0 %s Too many connections (%s), try again later\r\n", s.opts.Hostname, reason))
 	s.log.Warn("connection refused: limit reached", "conn", s.nextID.Add(1), "proto", s.proto,
 		"remote", c.RemoteAddr().String(), "limit", reason)
 }
@@ -291,27 +281,8 @@ func (s *Server) reject(c net.Conn, reason string, implicitTLS bool) {
 // that connection too. When ctx ends first, every connection is closed at
 // once and ctx's error is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	if !s.conns.Stop() {
 		return nil
-	}
-	s.closing = true
-	var ls []net.Listener
-	for l := range s.listeners {
-		ls = append(ls, l)
-	}
-	var ws []*wire
-	for w := range s.conns {
-		ws = append(ws, w)
-	}
-	s.mu.Unlock()
-
-	for _, l := range ls {
-		l.Close()
-	}
-	for _, w := range ws {
-		w.shutdown()
 	}
 	err := s.smtp.Shutdown(ctx)
 	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
@@ -329,34 +300,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	if ctx.Err() != nil {
-		s.mu.Lock()
-		ws = ws[:0]
-		for w := range s.conns {
-			ws = append(ws, w)
-		}
-		s.mu.Unlock()
-		for _, w := range ws {
-			w.Close()
-		}
+		s.conns.CloseAll()
 		return ctx.Err()
 	}
 	return err
-}
-
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
-
-func (s *Server) track(w *wire, open bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if open {
-		s.conns[w] = struct{}{}
-	} else {
-		delete(s.conns, w)
-	}
 }
 
 // listener hands go-smtp our wire instead of the raw connection.
@@ -372,9 +319,8 @@ func (l *listener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	w := newWire(l.srv, c, l.implicitTLS)
-	l.srv.track(w, true)
-	if l.srv.isClosing() {
-		w.shutdown()
+	if !l.srv.conns.Add(w) {
+		w.Interrupt() // Shutdown has begun: "421 4.3.2" at the first command
 	}
 	return w, nil
 }

@@ -169,14 +169,14 @@ func (w *wire) Close() error {
 	if c != w.raw {
 		w.raw.Close()
 	}
-	w.srv.track(w, false)
+	w.srv.conns.Remove(w)
 	w.log.Debug("connection closed")
 	return err
 }
 
-// shutdown asks the wire to end the connection at the next command
-// boundary, and wakes it if it is waiting for a command now.
-func (w *wire) shutdown() {
+// Interrupt asks the wire to end the connection at the next command
+// boundary, and wakes it if it is waiting for a command now (Shutdown).
+func (w *wire) Interrupt() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closing = true

@@ -18,11 +18,11 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/roostmail/roost/backend"
+	"github.com/roostmail/roost/internal/lifecycle"
 	"github.com/roostmail/roost/internal/netlimit"
 )
 
@@ -92,15 +92,8 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 
-	closing  atomic.Bool
-	done     chan struct{} // closed by Shutdown
-	doneOnce sync.Once
-	nextID   atomic.Uint64
-
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	sessions  map[*session]struct{}
-	wg        sync.WaitGroup // sessions and rejections in progress
+	conns  *lifecycle.Tracker[*session]
+	nextID atomic.Uint64
 
 	// sessionEnded, if set (tests), is called after a session has ended and
 	// released its maildrop lock.
@@ -145,11 +138,9 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Server{
-		opts:      opts,
-		log:       opts.Logger.With("proto", "pop3"),
-		done:      make(chan struct{}),
-		listeners: make(map[net.Listener]struct{}),
-		sessions:  make(map[*session]struct{}),
+		opts:  opts,
+		log:   opts.Logger.With("proto", "pop3"),
+		conns: lifecycle.New[*session](),
 	}, nil
 }
 
@@ -183,46 +174,23 @@ func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 		MaxConnsPerIP: s.opts.MaxConnsPerIP,
 		Reject:        s.reject(implicitTLS),
 	})
-	if !s.track(ll) {
+	if !s.conns.Listen(ll) {
 		l.Close()
 		return nil
 	}
-	defer s.untrack(ll)
+	defer s.conns.Unlisten(ll)
 	s.log.Info("listening", "addr", l.Addr().String(), "tls", implicitTLS)
-	var backoff time.Duration
-	for {
-		c, err := ll.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return nil
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("pop3d: accept on %s: %w", l.Addr(), err)
-			}
-			// Resource shortage (EMFILE and the like): wait it out.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-s.done:
-			}
-			continue
+	newSession := func(c net.Conn) *session { return s.newSession(c, implicitTLS) }
+	err := s.conns.Serve(ll, s.log, newSession, func(sess *session) {
+		sess.run()
+		if s.sessionEnded != nil {
+			s.sessionEnded()
 		}
-		backoff = 0
-		sess := s.newSession(c, implicitTLS)
-		if !s.addSession(sess) {
-			c.Close()
-			continue
-		}
-		go func() {
-			defer s.wg.Done()
-			sess.run()
-			s.removeSession(sess)
-			if s.sessionEnded != nil {
-				s.sessionEnded()
-			}
-		}()
+	})
+	if err != nil {
+		return fmt.Errorf("pop3d: %w", err)
 	}
+	return nil
 }
 
 // reject answers a connection over a limit (netlimit) before it is closed.
@@ -233,48 +201,12 @@ func (s *Server) reject(implicitTLS bool) func(net.Conn, string) {
 			msg = "-ERR [SYS/TEMP] too many connections from your address, try again later\r\n"
 		}
 		s.log.Warn("connection refused", "remote", c.RemoteAddr().String(), "reason", reason)
+		var tlsConfig *tls.Config
 		if implicitTLS {
-			tc := tls.Server(c, s.opts.TLSConfig)
-			if err := tc.Handshake(); err != nil {
-				return
-			}
-			c = tc
+			tlsConfig = s.opts.TLSConfig
 		}
-		c.Write([]byte(msg))
+		lifecycle.Refuse(c, tlsConfig, msg)
 	}
-}
-
-func (s *Server) track(l net.Listener) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing.Load() {
-		return false
-	}
-	s.listeners[l] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(l net.Listener) {
-	s.mu.Lock()
-	delete(s.listeners, l)
-	s.mu.Unlock()
-}
-
-func (s *Server) addSession(sess *session) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing.Load() {
-		return false
-	}
-	s.sessions[sess] = struct{}{}
-	s.wg.Add(1)
-	return true
-}
-
-func (s *Server) removeSession(sess *session) {
-	s.mu.Lock()
-	delete(s.sessions, sess)
-	s.mu.Unlock()
 }
 
 // Shutdown stops accepting, lets commands in progress finish, closes every
@@ -282,34 +214,10 @@ func (s *Server) removeSession(sess *session) {
 // 1939 §6) and waits for the sessions to end, at most until ctx is done,
 // when the remaining connections are closed forcibly.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing.Store(true)
-	s.doneOnce.Do(func() { close(s.done) })
-	for l := range s.listeners {
-		l.Close()
+	if err := s.conns.Shutdown(ctx); err != nil {
+		return fmt.Errorf("pop3d: shutdown: %w", err)
 	}
-	for sess := range s.sessions {
-		sess.interrupt()
-	}
-	s.mu.Unlock()
-
-	finished := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(finished)
-	}()
-	select {
-	case <-finished:
-		return nil
-	case <-ctx.Done():
-		s.mu.Lock()
-		for sess := range s.sessions {
-			sess.raw.Close()
-		}
-		s.mu.Unlock()
-		<-finished
-		return fmt.Errorf("pop3d: shutdown: %w", ctx.Err())
-	}
+	return nil
 }
 
 // connID returns a short identifier for log lines.

@@ -106,9 +106,13 @@ func (c *writeDeadlineConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// interrupt wakes a session blocked reading a command, for Shutdown. A
+// Interrupt wakes a session blocked reading a command, for Shutdown. A
 // command in progress finishes first; the next read then fails.
-func (s *session) interrupt() { s.raw.SetReadDeadline(time.Now()) }
+func (s *session) Interrupt() { s.raw.SetReadDeadline(time.Now()) }
+
+// Close is Shutdown's last resort when its context ends: it closes the
+// transport, and the session ends on the failed I/O.
+func (s *session) Close() error { return s.raw.Close() }
 
 func (s *session) run() {
 	defer s.end()
@@ -131,7 +135,7 @@ func (s *session) run() {
 		case err != nil:
 			s.readFailed(err)
 			return
-		case s.srv.closing.Load():
+		case s.srv.conns.Closing():
 			// Pipelined commands still buffered do not run after Shutdown.
 			s.shutdownNotice()
 			return
@@ -165,7 +169,7 @@ func (s *session) commandBuffered() bool {
 func (s *session) readFailed(err error) {
 	var ne net.Error
 	switch {
-	case s.srv.closing.Load():
+	case s.srv.conns.Closing():
 		s.shutdownNotice()
 	case errors.As(err, &ne) && ne.Timeout():
 		// RFC 1939 §3: the autologout timer closes the connection without
@@ -216,7 +220,7 @@ func (s *session) armRead() error {
 	if err := s.raw.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout)); err != nil {
 		return err
 	}
-	if s.srv.closing.Load() {
+	if s.srv.conns.Closing() {
 		// Shutdown may have set its deadline before ours: look again.
 		s.raw.SetReadDeadline(time.Now())
 	}
@@ -540,7 +544,7 @@ func (s *session) authDelay() {
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-s.srv.done:
+	case <-s.srv.conns.Done():
 	}
 }
 
@@ -622,7 +626,7 @@ func (s *session) startTLS() error {
 	defer cancel()
 	// Bound reads too: Shutdown's interrupt must reach the handshake.
 	s.raw.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
-	if s.srv.closing.Load() {
+	if s.srv.conns.Closing() {
 		return errors.New("server shutting down")
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
