@@ -129,8 +129,8 @@ func New(opts Options) (*Server, error) {
 	if _, err := backend.ParsePlaintextPolicy(string(opts.Plaintext)); err != nil {
 		return nil, fmt.Errorf("imapd: %w", err)
 	}
-	opts.MaxConns = limitDefault(opts.MaxConns, DefaultMaxConns)
-	opts.MaxConnsPerIP = limitDefault(opts.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	opts.MaxConns = netlimit.Limit(opts.MaxConns, DefaultMaxConns)
+	opts.MaxConnsPerIP = netlimit.Limit(opts.MaxConnsPerIP, DefaultMaxConnsPerIP)
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -180,17 +180,6 @@ func New(opts Options) (*Server, error) {
 		conns:      lifecycle.New[*wire](),
 		tlsRejects: make(chan struct{}, 16),
 	}, nil
-}
-
-// limitDefault maps 0 to def and a negative value to 0 (netlimit: unlimited).
-func limitDefault(v, def int) int {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0
-	}
-	return v
 }
 
 // Serve accepts plain IMAP connections on l (STARTTLS offered when

@@ -143,8 +143,8 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	opts.MaxConns = defaultLimit(opts.MaxConns, DefaultMaxConns)
-	opts.MaxConnsPerIP = defaultLimit(opts.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	opts.MaxConns = netlimit.Limit(opts.MaxConns, DefaultMaxConns)
+	opts.MaxConnsPerIP = netlimit.Limit(opts.MaxConnsPerIP, DefaultMaxConnsPerIP)
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -212,16 +212,6 @@ func New(opts Options) (*Server, error) {
 	srv.ErrorLog = slogPrinter{log: opts.Logger.With("proto", s.proto)}
 	s.smtp = srv
 	return s, nil
-}
-
-func defaultLimit(v, def int) int {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0 // netlimit: unlimited
-	}
-	return v
 }
 
 // Serve accepts connections on l until Shutdown. STARTTLS is offered when

@@ -114,8 +114,8 @@ func New(opts Options) (*Server, error) {
 	if _, err := backend.ParsePlaintextPolicy(string(opts.Plaintext)); err != nil {
 		return nil, fmt.Errorf("pop3d: %w", err)
 	}
-	opts.MaxConns = limitDefault(opts.MaxConns, DefaultMaxConns)
-	opts.MaxConnsPerIP = limitDefault(opts.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	opts.MaxConns = netlimit.Limit(opts.MaxConns, DefaultMaxConns)
+	opts.MaxConnsPerIP = netlimit.Limit(opts.MaxConnsPerIP, DefaultMaxConnsPerIP)
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -142,17 +142,6 @@ func New(opts Options) (*Server, error) {
 		log:   opts.Logger.With("proto", "pop3"),
 		conns: lifecycle.New[*session](),
 	}, nil
-}
-
-// limitDefault maps 0 to def and a negative value to 0 (netlimit: unlimited).
-func limitDefault(v, def int) int {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0
-	}
-	return v
 }
 
 // Serve accepts plain POP3 connections on l (STLS offered when TLSConfig is

@@ -146,3 +146,15 @@ func IsLoopback(addr net.Addr) bool {
 	ip := net.ParseIP(AddrIP(addr))
 	return ip != nil && ip.IsLoopback()
 }
+
+// Limit turns a configured limit into an Options value: 0 means the
+// front end's default def, a negative value means unlimited (0 here).
+func Limit(configured, def int) int {
+	switch {
+	case configured == 0:
+		return def
+	case configured < 0:
+		return 0
+	}
+	return configured
+}

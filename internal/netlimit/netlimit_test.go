@@ -77,3 +77,11 @@ func TestLimits(t *testing.T) {
 		})
 	}
 }
+
+func TestLimit(t *testing.T) {
+	for _, tc := range []struct{ in, def, want int }{{0, 50, 50}, {-1, 50, 0}, {7, 50, 7}} {
+		if got := Limit(tc.in, tc.def); got != tc.want {
+			t.Errorf("Limit(%d, %d) = %d, want %d", tc.in, tc.def, got, tc.want)
+		}
+	}
+}
