@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -128,6 +129,7 @@ func (r *pop3Result) writeTable(w io.Writer) {
 }
 
 type pop3Worker struct {
+	id, iter        int // worker index and sessions it has run
 	cfg             *config
 	rec             *latencyRecorder
 	errs            *errorLog
@@ -135,17 +137,37 @@ type pop3Worker struct {
 }
 
 func (w *pop3Worker) do(ctx context.Context, seq int64) error {
-	rng := sessionRand(w.cfg.seed, "pop3", seq)
-	o := pop3SessionOptions{addr: w.cfg.pop3, user: w.cfg.user(rng.IntN(w.cfg.n) + 1), pass: w.cfg.pass,
+	o := pop3SessionOptions{addr: w.cfg.pop3, user: w.cfg.user(w.account(seq)), pass: w.cfg.pass,
 		timeout: w.cfg.timeout, dele: w.cfg.dele}
 	o.warn = func(err error) { w.errs.add(o.user, err) }
 	got, err := pop3Session(ctx, o, w.rec)
+	var perr *pop3Error
+	if errors.As(err, &perr) && strings.HasPrefix(perr.msg, "[IN-USE]") {
+		// RFC 2449 §8.1.2: another session holds the maildrop (servers
+		// that lock it, as RFC 1939 §8 asks). Not a failure of this one.
+		return nil
+	}
 	w.messages.Add(got.messages)
 	w.bytes.Add(got.bytes)
 	if err != nil && ctx.Err() == nil {
 		w.errs.add(o.user, err)
 	}
 	return err
+}
+
+// account picks the account of the next session. A POP3 maildrop is
+// exclusive (RFC 1939 §8), so with at least as many accounts as workers
+// each worker keeps to its own share (accounts id+1, id+1+c, ...) and no
+// two sessions contend for one maildrop; otherwise it picks at random.
+func (w *pop3Worker) account(seq int64) int {
+	n, c := w.cfg.n, w.cfg.concurrency
+	if c <= 0 || n < c || w.cfg.rate > 0 {
+		return sessionRand(w.cfg.seed, "pop3", seq).IntN(n) + 1
+	}
+	share := (n - w.id + c - 1) / c
+	k := w.iter % share
+	w.iter++
+	return w.id + k*c + 1
 }
 
 func (w *pop3Worker) close() {}
@@ -157,8 +179,8 @@ func runPOP3(ctx context.Context, cfg *config, stderr io.Writer) (*pop3Result, e
 	var cnt counters
 	plan := loadPlan{concurrency: cfg.concurrency, duration: cfg.duration, count: cfg.count, rate: cfg.rate}
 	prog := startProgress(stderr, cfg.quiet, "pop3", &cnt, plan.duration, plan.count)
-	out := runLoad(ctx, plan, &cnt, func(int) worker {
-		return &pop3Worker{cfg: cfg, rec: rec, errs: errs, messages: &messages, bytes: &bytes}
+	out := runLoad(ctx, plan, &cnt, func(id int) worker {
+		return &pop3Worker{id: id, cfg: cfg, rec: rec, errs: errs, messages: &messages, bytes: &bytes}
 	})
 	prog.stop()
 
