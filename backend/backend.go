@@ -102,6 +102,9 @@ type Options struct {
 	LoginCacheTTL time.Duration
 	// Limiter throttles failed logins; nil means no throttling.
 	Limiter LoginLimiter
+	// Shards is how many mail files the accounts share (store.Options.Shards):
+	// 0 gives each account its own file.
+	Shards int
 	// NoSync skips fsync (tests only).
 	NoSync bool
 	// OnDeliver, if set, is called after every Deliver with its
@@ -154,7 +157,7 @@ func New(opts Options) (*Backend, error) {
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()
 	}
-	st, err := store.Open(store.Options{Dir: opts.DataDir, NoSync: opts.NoSync, Logger: opts.Logger})
+	st, err := store.Open(store.Options{Dir: opts.DataDir, Shards: opts.Shards, NoSync: opts.NoSync, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}

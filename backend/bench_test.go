@@ -17,9 +17,11 @@ import (
 // in parallel.
 func BenchmarkDeliver(b *testing.B) {
 	body := []byte("From: a@example.com\r\nTo: u@example.org\r\nSubject: bench\r\n\r\n" + strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrs\r\n", 150))
-	for _, tc := range []struct{ accounts, senders int }{{1, 1}, {1, 16}, {100, 1}, {100, 16}} {
-		b.Run(fmt.Sprintf("accounts=%d/senders=%d", tc.accounts, tc.senders), func(b *testing.B) {
-			be, err := New(Options{DataDir: b.TempDir()})
+	for _, tc := range []struct{ accounts, senders, shards int }{
+		{1, 1, 0}, {1, 16, 0}, {100, 1, 0}, {100, 16, 0}, {100, 16, 1}, {100, 16, 4},
+	} {
+		b.Run(fmt.Sprintf("accounts=%d/senders=%d/shards=%d", tc.accounts, tc.senders, tc.shards), func(b *testing.B) {
+			be, err := New(Options{DataDir: b.TempDir(), Shards: tc.shards, LoginCacheTTL: -1})
 			if err != nil {
 				b.Fatal(err)
 			}

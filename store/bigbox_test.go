@@ -3,8 +3,6 @@ package store
 import (
 	"fmt"
 	"testing"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // BenchmarkBigMailbox measures the operations whose cost must stay flat or
@@ -16,7 +14,7 @@ func BenchmarkBigMailbox(b *testing.B) {
 	ms, mb := newAccount(b, s, "a@x.org")
 	const n = 100000
 	for i := 0; i < n; i += 1000 {
-		err := ms.update(func(tx *bolt.Tx) error {
+		err := ms.update(func(tx *atx) error {
 			m, err := getMbox(tx, mb.ID)
 			if err != nil {
 				return err

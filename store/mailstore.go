@@ -92,8 +92,53 @@ type Change struct {
 	Expunged bool
 }
 
-// Mailstore is one account's mail file.
+// Mailstore is one account's mail: a bucket of its own in a mail file
+// (which it has to itself, or shares with other accounts, see
+// Options.Shards).
 type Mailstore struct {
+	f   *mailFile
+	key []byte // the account's top-level bucket in f
+}
+
+// atx is a transaction seen from one account: Bucket finds the account's
+// buckets, so the code below reads as if the account had the file alone.
+type atx struct {
+	*bolt.Tx
+	root *bolt.Bucket
+}
+
+// Bucket returns the account's bucket called name.
+func (t *atx) Bucket(name []byte) *bolt.Bucket { return t.root.Bucket(name) }
+
+var accountBuckets = [][]byte{bucketMeta, bucketNames, bucketSubs, bucketMboxes, bucketBlobs, bucketBlobInfo}
+
+func accountKey(id uint64) []byte { return append([]byte("a"), u64(id)...) }
+
+// update runs fn in a write transaction of the account and returns once it
+// is durable (see mailFile.update).
+func (m *Mailstore) update(fn func(tx *atx) error) error {
+	return m.f.update(func(tx *bolt.Tx) error {
+		root := tx.Bucket(m.key)
+		if root == nil {
+			return fmt.Errorf("account: %w", ErrNotFound)
+		}
+		return fn(&atx{Tx: tx, root: root})
+	})
+}
+
+func (m *Mailstore) view(fn func(tx *atx) error) error {
+	return m.f.db.View(func(tx *bolt.Tx) error {
+		root := tx.Bucket(m.key)
+		if root == nil {
+			return fmt.Errorf("account: %w", ErrNotFound)
+		}
+		return fn(&atx{Tx: tx, root: root})
+	})
+}
+
+// mailFile is one bbolt file of mail with its group committer.
+type mailFile struct {
+	path string
 	db   *bolt.DB
 	reqs chan *writeReq
 	quit chan struct{}
@@ -109,32 +154,44 @@ type writeReq struct {
 // maxGroup bounds how many writes share one commit.
 const maxGroup = 256
 
-func openMailstore(path string, opts Options) (*Mailstore, error) {
+func openMailFile(path string, opts Options) (*mailFile, error) {
 	db, err := openBolt(path, opts)
 	if err != nil {
 		return nil, err
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketNames, bucketSubs, bucketMboxes, bucketBlobs, bucketBlobInfo} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+	f := &mailFile{path: path, db: db, reqs: make(chan *writeReq, maxGroup), quit: make(chan struct{}), done: make(chan struct{})}
+	go f.committer()
+	return f, nil
+}
+
+func (f *mailFile) close() error {
+	f.once.Do(func() { close(f.quit) })
+	<-f.done
+	return f.db.Close()
+}
+
+// ensureAccount creates the account's buckets if they are missing.
+func (f *mailFile) ensureAccount(key []byte) error {
+	exists := false
+	f.db.View(func(tx *bolt.Tx) error {
+		exists = tx.Bucket(key) != nil
+		return nil
+	})
+	if exists {
+		return nil
+	}
+	return f.update(func(tx *bolt.Tx) error {
+		root, err := tx.CreateBucketIfNotExists(key)
+		if err != nil {
+			return err
+		}
+		for _, b := range accountBuckets {
+			if _, err := root.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: init %s: %w", path, err)
-	}
-	m := &Mailstore{db: db, reqs: make(chan *writeReq, maxGroup), quit: make(chan struct{}), done: make(chan struct{})}
-	go m.committer()
-	return m, nil
-}
-
-func (m *Mailstore) close() error {
-	m.once.Do(func() { close(m.quit) })
-	<-m.done
-	return m.db.Close()
 }
 
 // update runs fn in a write transaction and returns once it is durable.
@@ -144,17 +201,17 @@ func (m *Mailstore) close() error {
 // fsync. There is no timer, so a lone writer never waits. If any fn of a
 // group fails, the group is rolled back and each fn is run again in its own
 // transaction, so one failure never undoes another caller's write.
-func (m *Mailstore) update(fn func(tx *bolt.Tx) error) error {
+func (f *mailFile) update(fn func(tx *bolt.Tx) error) error {
 	req := &writeReq{fn: fn, done: make(chan error, 1)}
 	select {
-	case m.reqs <- req:
-	case <-m.quit:
+	case f.reqs <- req:
+	case <-f.quit:
 		return errors.New("store: closed")
 	}
 	select {
 	case err := <-req.done:
 		return err
-	case <-m.done:
+	case <-f.done:
 		select {
 		case err := <-req.done:
 			return err
@@ -164,20 +221,20 @@ func (m *Mailstore) update(fn func(tx *bolt.Tx) error) error {
 	}
 }
 
-func (m *Mailstore) committer() {
-	defer close(m.done)
+func (f *mailFile) committer() {
+	defer close(f.done)
 	group := make([]*writeReq, 0, maxGroup)
 	for {
 		group = group[:0]
 		select {
-		case r := <-m.reqs:
+		case r := <-f.reqs:
 			group = append(group, r)
-		case <-m.quit:
+		case <-f.quit:
 			// Finish what is queued, then stop.
 			for {
 				select {
-				case r := <-m.reqs:
-					r.done <- m.db.Update(r.fn)
+				case r := <-f.reqs:
+					r.done <- f.db.Update(r.fn)
 				default:
 					return
 				}
@@ -186,22 +243,22 @@ func (m *Mailstore) committer() {
 	drain:
 		for len(group) < maxGroup {
 			select {
-			case r := <-m.reqs:
+			case r := <-f.reqs:
 				group = append(group, r)
 			default:
 				break drain
 			}
 		}
-		m.commitGroup(group)
+		f.commitGroup(group)
 	}
 }
 
-func (m *Mailstore) commitGroup(group []*writeReq) {
+func (f *mailFile) commitGroup(group []*writeReq) {
 	if len(group) == 1 {
-		group[0].done <- m.db.Update(group[0].fn)
+		group[0].done <- f.db.Update(group[0].fn)
 		return
 	}
-	err := m.db.Update(func(tx *bolt.Tx) error {
+	err := f.db.Update(func(tx *bolt.Tx) error {
 		for _, r := range group {
 			if err := r.fn(tx); err != nil {
 				return err
@@ -216,14 +273,12 @@ func (m *Mailstore) commitGroup(group []*writeReq) {
 		return
 	}
 	for _, r := range group {
-		r.done <- m.db.Update(r.fn)
+		r.done <- f.db.Update(r.fn)
 	}
 }
 
-func (m *Mailstore) view(fn func(tx *bolt.Tx) error) error { return m.db.View(fn) }
-
 // nextModSeq hands out the account's next modseq.
-func nextModSeq(tx *bolt.Tx) uint64 {
+func nextModSeq(tx *atx) uint64 {
 	meta := tx.Bucket(bucketMeta)
 	var v uint64
 	if b := meta.Get(keyModSeq); b != nil {
@@ -234,7 +289,7 @@ func nextModSeq(tx *bolt.Tx) uint64 {
 	return v
 }
 
-func addAccountSize(tx *bolt.Tx, delta int64) int64 {
+func addAccountSize(tx *atx, delta int64) int64 {
 	meta := tx.Bucket(bucketMeta)
 	var v int64
 	if b := meta.Get(keySize); b != nil {
@@ -248,7 +303,7 @@ func addAccountSize(tx *bolt.Tx, delta int64) int64 {
 // AccountSize returns the total size of all messages of the account.
 func (m *Mailstore) AccountSize() (int64, error) {
 	var v int64
-	err := m.view(func(tx *bolt.Tx) error {
+	err := m.view(func(tx *atx) error {
 		if b := tx.Bucket(bucketMeta).Get(keySize); b != nil {
 			v = int64(binary.BigEndian.Uint64(b))
 		}
@@ -263,7 +318,7 @@ type mbox struct {
 	info Mailbox
 }
 
-func getMbox(tx *bolt.Tx, id uint64) (*mbox, error) {
+func getMbox(tx *atx, id uint64) (*mbox, error) {
 	b := tx.Bucket(bucketMboxes).Bucket(u64(id))
 	if b == nil {
 		return nil, fmt.Errorf("mailbox %d: %w", id, ErrNotFound)
@@ -304,7 +359,7 @@ func (mb *mbox) logChange(uid uint32, oldModSeq, modseq uint64, expunged bool) e
 	return c.Put(changeKey(modseq, uid), v)
 }
 
-func mailboxByName(tx *bolt.Tx, name string) (*mbox, error) {
+func mailboxByName(tx *atx, name string) (*mbox, error) {
 	v := tx.Bucket(bucketNames).Get([]byte(name))
 	if v == nil {
 		return nil, fmt.Errorf("mailbox %q: %w", name, ErrNotFound)
@@ -315,7 +370,7 @@ func mailboxByName(tx *bolt.Tx, name string) (*mbox, error) {
 // Mailboxes lists every mailbox, sorted by name.
 func (m *Mailstore) Mailboxes() ([]Mailbox, error) {
 	var out []Mailbox
-	err := m.view(func(tx *bolt.Tx) error {
+	err := m.view(func(tx *atx) error {
 		return tx.Bucket(bucketNames).ForEach(func(k, v []byte) error {
 			mb, err := getMbox(tx, binary.BigEndian.Uint64(v))
 			if err != nil {
@@ -331,7 +386,7 @@ func (m *Mailstore) Mailboxes() ([]Mailbox, error) {
 // Mailbox returns the mailbox with the given name.
 func (m *Mailstore) Mailbox(name string) (Mailbox, error) {
 	var info Mailbox
-	err := m.view(func(tx *bolt.Tx) error {
+	err := m.view(func(tx *atx) error {
 		mb, err := mailboxByName(tx, name)
 		if err == nil {
 			info = mb.info
@@ -344,7 +399,7 @@ func (m *Mailstore) Mailbox(name string) (Mailbox, error) {
 // MailboxByID returns the mailbox with the given ID.
 func (m *Mailstore) MailboxByID(id uint64) (Mailbox, error) {
 	var info Mailbox
-	err := m.view(func(tx *bolt.Tx) error {
+	err := m.view(func(tx *atx) error {
 		mb, err := getMbox(tx, id)
 		if err == nil {
 			info = mb.info
@@ -357,7 +412,7 @@ func (m *Mailstore) MailboxByID(id uint64) (Mailbox, error) {
 // CreateMailbox creates a mailbox with a fresh UIDVALIDITY.
 func (m *Mailstore) CreateMailbox(name, specialUse string) (Mailbox, error) {
 	var info Mailbox
-	err := m.update(func(tx *bolt.Tx) error {
+	err := m.update(func(tx *atx) error {
 		var err error
 		info, err = createMailbox(tx, name, specialUse)
 		return err
@@ -365,7 +420,7 @@ func (m *Mailstore) CreateMailbox(name, specialUse string) (Mailbox, error) {
 	return info, err
 }
 
-func createMailbox(tx *bolt.Tx, name, specialUse string) (Mailbox, error) {
+func createMailbox(tx *atx, name, specialUse string) (Mailbox, error) {
 	if name == "" {
 		return Mailbox{}, ErrInvalidName
 	}
@@ -419,7 +474,7 @@ func (m *Mailstore) EnsureMailboxes(boxes map[string]string, subscribe bool) err
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	return m.update(func(tx *bolt.Tx) error {
+	return m.update(func(tx *atx) error {
 		for _, n := range names {
 			if tx.Bucket(bucketNames).Get([]byte(n)) != nil {
 				continue
@@ -439,7 +494,7 @@ func (m *Mailstore) EnsureMailboxes(boxes map[string]string, subscribe bool) err
 
 // DeleteMailbox removes a mailbox and its messages.
 func (m *Mailstore) DeleteMailbox(name string) error {
-	return m.update(func(tx *bolt.Tx) error {
+	return m.update(func(tx *atx) error {
 		mb, err := mailboxByName(tx, name)
 		if err != nil {
 			return err
@@ -464,7 +519,7 @@ func (m *Mailstore) DeleteMailbox(name string) error {
 // RenameMailboxes renames mailboxes in one transaction (a parent and its
 // children move together). UIDVALIDITY and messages are kept.
 func (m *Mailstore) RenameMailboxes(renames [][2]string) error {
-	return m.update(func(tx *bolt.Tx) error {
+	return m.update(func(tx *atx) error {
 		names := tx.Bucket(bucketNames)
 		ids := make([][]byte, len(renames))
 		for i, r := range renames {
@@ -500,7 +555,7 @@ func (m *Mailstore) RenameMailboxes(renames [][2]string) error {
 // SetSubscribed subscribes or unsubscribes a mailbox name (which need not
 // exist, RFC 9051 §6.3.7).
 func (m *Mailstore) SetSubscribed(name string, on bool) error {
-	return m.update(func(tx *bolt.Tx) error {
+	return m.update(func(tx *atx) error {
 		if on {
 			return tx.Bucket(bucketSubs).Put([]byte(name), nil)
 		}
@@ -511,7 +566,7 @@ func (m *Mailstore) SetSubscribed(name string, on bool) error {
 // Subscriptions returns the subscribed names, sorted.
 func (m *Mailstore) Subscriptions() ([]string, error) {
 	var out []string
-	err := m.view(func(tx *bolt.Tx) error {
+	err := m.view(func(tx *atx) error {
 		return tx.Bucket(bucketSubs).ForEach(func(k, _ []byte) error {
 			out = append(out, string(k))
 			return nil

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // System flags, in the canonical spelling that the store returns.
@@ -175,7 +173,7 @@ type AppendResult struct {
 // account's total size would exceed it, Append fails with ErrOverQuota.
 func (m *Mailstore) Append(name string, msg NewMessage, quota int64) (AppendResult, error) {
 	var res AppendResult
-	err := m.update(func(tx *bolt.Tx) error {
+	err := m.update(func(tx *atx) error {
 		mb, err := mailboxByName(tx, name)
 		if err != nil {
 			return err
@@ -195,7 +193,7 @@ func (m *Mailstore) Append(name string, msg NewMessage, quota int64) (AppendResu
 }
 
 // insert adds a message record for an existing blob. modseq 0 means a new one.
-func (mb *mbox) insert(tx *bolt.Tx, blob uint64, size int64, date time.Time, fs flagSet, modseq uint64) (AppendResult, error) {
+func (mb *mbox) insert(tx *atx, blob uint64, size int64, date time.Time, fs flagSet, modseq uint64) (AppendResult, error) {
 	if modseq == 0 {
 		modseq = nextModSeq(tx)
 	}
@@ -214,7 +212,7 @@ func (mb *mbox) insert(tx *bolt.Tx, blob uint64, size int64, date time.Time, fs 
 	return AppendResult{MailboxID: mb.info.ID, UIDValidity: mb.info.UIDValidity, UID: uid, ModSeq: modseq}, mb.save()
 }
 
-func putBlob(tx *bolt.Tx, body, parsed []byte) (uint64, error) {
+func putBlob(tx *atx, body, parsed []byte) (uint64, error) {
 	info := tx.Bucket(bucketBlobInfo)
 	id, err := info.NextSequence()
 	if err != nil {
@@ -245,7 +243,7 @@ func blobKey(id uint64, chunk uint32) []byte {
 	return k
 }
 
-func refBlob(tx *bolt.Tx, id uint64) error {
+func refBlob(tx *atx, id uint64) error {
 	info := tx.Bucket(bucketBlobInfo)
 	v := info.Get(u64(id))
 	if v == nil {
@@ -256,7 +254,7 @@ func refBlob(tx *bolt.Tx, id uint64) error {
 	return info.Put(u64(id), nv)
 }
 
-func unrefBlob(tx *bolt.Tx, id uint64) error {
+func unrefBlob(tx *atx, id uint64) error {
 	info := tx.Bucket(bucketBlobInfo)
 	v := info.Get(u64(id))
 	if v == nil {
@@ -283,7 +281,7 @@ func unrefBlob(tx *bolt.Tx, id uint64) error {
 // Parsed returns the parsed form stored with a message body.
 func (m *Mailstore) Parsed(blob uint64) ([]byte, error) {
 	var out []byte
-	err := m.view(func(tx *bolt.Tx) error {
+	err := m.view(func(tx *atx) error {
 		v := tx.Bucket(bucketBlobInfo).Get(u64(blob))
 		if v == nil {
 			return fmt.Errorf("blob %d: %w", blob, ErrNotFound)
@@ -304,7 +302,7 @@ func (m *Mailstore) OpenBody(blob uint64, size int64) *BodyReader {
 // ReadBody returns a whole raw message.
 func (m *Mailstore) ReadBody(blob uint64) ([]byte, error) {
 	var out []byte
-	err := m.view(func(tx *bolt.Tx) error {
+	err := m.view(func(tx *atx) error {
 		c := tx.Bucket(bucketBlobs).Cursor()
 		prefix := u64(blob)
 		found := false
@@ -338,7 +336,7 @@ func (r *BodyReader) load(chunk int64) error {
 	if r.chunk == chunk {
 		return nil
 	}
-	return r.m.view(func(tx *bolt.Tx) error {
+	return r.m.view(func(tx *atx) error {
 		v := tx.Bucket(bucketBlobs).Get(blobKey(r.blob, uint32(chunk)))
 		if v == nil {
 			return fmt.Errorf("blob %d chunk %d: %w", r.blob, chunk, ErrNotFound)
@@ -405,7 +403,7 @@ func (r *BodyReader) Seek(offset int64, whence int) (int64, error) {
 // UIDs returns the UIDs of a mailbox in ascending order.
 func (m *Mailstore) UIDs(mboxID uint64) ([]uint32, error) {
 	var out []uint32
-	err := m.view(func(tx *bolt.Tx) error {
+	err := m.view(func(tx *atx) error {
 		mb, err := getMbox(tx, mboxID)
 		if err != nil {
 			return err
@@ -423,7 +421,7 @@ func (m *Mailstore) UIDs(mboxID uint64) ([]uint32, error) {
 // Messages calls fn for each message with minUID <= UID <= maxUID, in UID
 // order, inside one read transaction. fn must not call the Mailstore.
 func (m *Mailstore) Messages(mboxID uint64, minUID, maxUID uint32, fn func(Message) error) error {
-	return m.view(func(tx *bolt.Tx) error {
+	return m.view(func(tx *atx) error {
 		mb, err := getMbox(tx, mboxID)
 		if err != nil {
 			return err
@@ -446,7 +444,7 @@ func (m *Mailstore) Messages(mboxID uint64, minUID, maxUID uint32, fn func(Messa
 // order asked.
 func (m *Mailstore) MessagesByUID(mboxID uint64, uids []uint32) ([]Message, error) {
 	out := make([]Message, 0, len(uids))
-	err := m.view(func(tx *bolt.Tx) error {
+	err := m.view(func(tx *atx) error {
 		mb, err := getMbox(tx, mboxID)
 		if err != nil {
 			return err
@@ -478,7 +476,7 @@ const (
 // their UIDs returned in modified.
 func (m *Mailstore) StoreFlags(mboxID uint64, uids []uint32, op FlagOp, flags []string, unchangedSince uint64) (updated []Message, modified []uint32, err error) {
 	change := makeFlagSet(flags)
-	err = m.update(func(tx *bolt.Tx) error {
+	err = m.update(func(tx *atx) error {
 		updated, modified = updated[:0], modified[:0]
 		mb, err := getMbox(tx, mboxID)
 		if err != nil {
@@ -559,7 +557,7 @@ type CopyResult struct {
 // move set the sources are expunged in the same transaction (RFC 6851).
 func (m *Mailstore) Copy(src uint64, uids []uint32, dst uint64, move bool, quota int64) (CopyResult, error) {
 	var res CopyResult
-	err := m.update(func(tx *bolt.Tx) error {
+	err := m.update(func(tx *atx) error {
 		res = CopyResult{}
 		from, err := getMbox(tx, src)
 		if err != nil {
@@ -628,7 +626,7 @@ func (mb *mbox) remove(k []byte, msg Message, fs flagSet, modseq uint64) error {
 // It returns the expunged UIDs in ascending order.
 func (m *Mailstore) Expunge(mboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
 	var out []uint32
-	err := m.update(func(tx *bolt.Tx) error {
+	err := m.update(func(tx *atx) error {
 		out = out[:0]
 		mb, err := getMbox(tx, mboxID)
 		if err != nil {
@@ -691,7 +689,7 @@ func (m *Mailstore) Expunge(mboxID uint64, uids []uint32, requireDeleted bool) (
 // latest modseq.
 func (m *Mailstore) ChangesSince(mboxID uint64, since uint64) ([]Change, error) {
 	var out []Change
-	err := m.view(func(tx *bolt.Tx) error {
+	err := m.view(func(tx *atx) error {
 		mb, err := getMbox(tx, mboxID)
 		if err != nil {
 			return err

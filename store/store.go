@@ -44,6 +44,12 @@ type Options struct {
 	Dir string
 	// NoSync skips fsync. Only for tests: a success reply must mean durable.
 	NoSync bool
+	// Shards is how many mail files the accounts share. 0 gives every
+	// account a file of its own (accounts/ID.db); N > 0 spreads accounts
+	// over N files (mail/shard-K.db, K = ID mod N), so that concurrent
+	// writes to different accounts of one file share a commit and its
+	// fsync. It is fixed when the store is created.
+	Shards int
 	// LockTimeout is how long Open waits for another process's lock on
 	// the files (default 500ms). After it, Open returns ErrLocked.
 	LockTimeout time.Duration
@@ -58,6 +64,7 @@ type Store struct {
 
 	mu       sync.Mutex
 	accounts map[uint64]*Mailstore
+	files    map[string]*mailFile // by path
 	closed   bool
 }
 
@@ -90,7 +97,13 @@ func Open(opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Shards < 0 {
+		return nil, fmt.Errorf("store: shards must be >= 0, not %d", opts.Shards)
+	}
 	if err := os.MkdirAll(filepath.Join(opts.Dir, "accounts"), 0o700); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", opts.Dir, err)
+	}
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "mail"), 0o700); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", opts.Dir, err)
 	}
 	db, err := openBolt(filepath.Join(opts.Dir, "roost.db"), opts)
@@ -107,13 +120,23 @@ func Open(opts Options) (*Store, error) {
 		if v := g.Get([]byte("schema")); v != nil && binary.BigEndian.Uint64(v) > schemaVersion {
 			return fmt.Errorf("store: schema version %d is newer than this binary's %d", binary.BigEndian.Uint64(v), schemaVersion)
 		}
+		// Which file holds an account depends on the shard count, so it
+		// cannot change once accounts exist.
+		if v := g.Get([]byte("shards")); v != nil && binary.BigEndian.Uint64(v) != uint64(opts.Shards) {
+			if tx.Bucket(bucketAccounts).Stats().KeyN > 0 {
+				return fmt.Errorf("store: created with shards = %d, cannot open with %d", binary.BigEndian.Uint64(v), opts.Shards)
+			}
+		}
+		if err := g.Put([]byte("shards"), u64(uint64(opts.Shards))); err != nil {
+			return err
+		}
 		return g.Put([]byte("schema"), u64(schemaVersion))
 	})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: init %s: %w", db.Path(), err)
 	}
-	return &Store{opts: opts, global: db, log: opts.Logger, accounts: make(map[uint64]*Mailstore)}, nil
+	return &Store{opts: opts, global: db, log: opts.Logger, accounts: make(map[uint64]*Mailstore), files: make(map[string]*mailFile)}, nil
 }
 
 func openBolt(path string, opts Options) (*bolt.DB, error) {
@@ -144,10 +167,11 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	var errs []error
-	for id, m := range s.accounts {
-		errs = append(errs, m.close())
-		delete(s.accounts, id)
+	for path, f := range s.files {
+		errs = append(errs, f.close())
+		delete(s.files, path)
 	}
+	clear(s.accounts)
 	errs = append(errs, s.global.Close())
 	return errors.Join(errs...)
 }
@@ -241,14 +265,40 @@ func (s *Store) DeleteAccount(address string) error {
 	if err != nil {
 		return fmt.Errorf("store: delete account: %w", err)
 	}
-	s.mu.Lock()
-	if m := s.accounts[acct.ID]; m != nil {
-		m.close()
-		delete(s.accounts, acct.ID)
+	return s.dropMail(acct.ID)
+}
+
+// dropMail removes an account's mail: its file, or its bucket in a shared one.
+func (s *Store) dropMail(id uint64) error {
+	path := s.mailPath(id)
+	if s.opts.Shards == 0 {
+		s.mu.Lock()
+		if f := s.files[path]; f != nil {
+			f.close()
+			delete(s.files, path)
+		}
+		delete(s.accounts, id)
+		s.mu.Unlock()
+		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("store: delete account file: %w", err)
+		}
+		return nil
 	}
+	s.mu.Lock()
+	delete(s.accounts, id)
 	s.mu.Unlock()
-	if err := os.Remove(s.accountPath(acct.ID)); err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("store: delete account file: %w", err)
+	f, err := s.file(path)
+	if err != nil {
+		return err
+	}
+	err = f.update(func(tx *bolt.Tx) error {
+		if tx.Bucket(accountKey(id)) == nil {
+			return nil
+		}
+		return tx.DeleteBucket(accountKey(id))
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete account mail: %w", err)
 	}
 	return nil
 }
@@ -324,26 +374,53 @@ func (s *Store) Aliases() ([][2]string, error) {
 	return out, err
 }
 
-func (s *Store) accountPath(id uint64) string {
-	return filepath.Join(s.opts.Dir, "accounts", strconv.FormatUint(id, 10)+".db")
+// mailPath is the file that holds account id's mail.
+func (s *Store) mailPath(id uint64) string {
+	if s.opts.Shards == 0 {
+		return filepath.Join(s.opts.Dir, "accounts", strconv.FormatUint(id, 10)+".db")
+	}
+	return filepath.Join(s.opts.Dir, "mail", fmt.Sprintf("shard-%d.db", id%uint64(s.opts.Shards)))
 }
 
-// Mailstore returns the mail file of the account with the given ID, opening
-// it on first use. It stays open until Close.
-func (s *Store) Mailstore(id uint64) (*Mailstore, error) {
+// file returns the open mail file at path, opening it on first use.
+func (s *Store) file(path string) (*mailFile, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, errors.New("store: closed")
 	}
-	if m := s.accounts[id]; m != nil {
-		return m, nil
+	if f := s.files[path]; f != nil {
+		return f, nil
 	}
-	m, err := openMailstore(s.accountPath(id), s.opts)
+	f, err := openMailFile(path, s.opts)
 	if err != nil {
 		return nil, err
 	}
+	s.files[path] = f
+	return f, nil
+}
+
+// Mailstore returns the mail of the account with the given ID, opening its
+// file on first use. Files stay open until Close.
+func (s *Store) Mailstore(id uint64) (*Mailstore, error) {
+	s.mu.Lock()
+	m := s.accounts[id]
+	s.mu.Unlock()
+	if m != nil {
+		return m, nil
+	}
+	f, err := s.file(s.mailPath(id))
+	if err != nil {
+		return nil, err
+	}
+	key := accountKey(id)
+	if err := f.ensureAccount(key); err != nil {
+		return nil, fmt.Errorf("store: account %d: %w", id, err)
+	}
+	m = &Mailstore{f: f, key: key}
+	s.mu.Lock()
 	s.accounts[id] = m
+	s.mu.Unlock()
 	return m, nil
 }
 
@@ -358,16 +435,26 @@ func (s *Store) Backup(dir string) error {
 	if err := backupDB(s.global, filepath.Join(dir, "roost.db")); err != nil {
 		return err
 	}
+	if err := os.MkdirAll(filepath.Join(dir, "mail"), 0o700); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
 	accts, err := s.Accounts()
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
+	done := make(map[string]bool)
 	for _, a := range accts {
+		path := s.mailPath(a.ID)
+		if done[path] {
+			continue
+		}
+		done[path] = true
 		m, err := s.Mailstore(a.ID)
 		if err != nil {
 			return fmt.Errorf("backup %s: %w", a.Address, err)
 		}
-		if err := backupDB(m.db, filepath.Join(dir, "accounts", strconv.FormatUint(a.ID, 10)+".db")); err != nil {
+		rel, _ := filepath.Rel(s.opts.Dir, path)
+		if err := backupDB(m.f.db, filepath.Join(dir, rel)); err != nil {
 			return err
 		}
 	}
@@ -402,7 +489,7 @@ func fsyncFile(path string) error {
 }
 
 func syncDir(dir string) error {
-	for _, d := range []string{dir, filepath.Join(dir, "accounts")} {
+	for _, d := range []string{dir, filepath.Join(dir, "accounts"), filepath.Join(dir, "mail")} {
 		if err := fsyncFile(d); err != nil {
 			return fmt.Errorf("backup: sync %s: %w", d, err)
 		}

@@ -230,6 +230,7 @@ func prepareRequest(req *request, env cliEnv) error {
 func runDirect(ctx context.Context, cfg *Config, req request) (response, error) {
 	b, err := backend.New(backend.Options{
 		DataDir:         cfg.DataDir,
+		Shards:          cfg.Shards,
 		Hostname:        cfg.Hostname,
 		MaxMessageBytes: backendMaxMessageBytes(cfg),
 		Logger:          slog.New(slog.DiscardHandler),

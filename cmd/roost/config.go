@@ -44,6 +44,9 @@ var envIgnored = []string{envConfigFile, "ROOST_REQUIRE_INTEROP"}
 type Config struct {
 	DataDir  string `koanf:"data_dir"`
 	Hostname string `koanf:"hostname" min:"0"`
+	// Shards is how many mail files the accounts share; 0: one file per
+	// account. Fixed once accounts exist (store.Options.Shards).
+	Shards int `koanf:"shards" min:"0"`
 
 	Log        LogConfig        `koanf:"log"`
 	SMTP       SMTPConfig       `koanf:"smtp"`

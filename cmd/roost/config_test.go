@@ -166,6 +166,12 @@ submission_port = 465
 		{name: "negative duration", file: "[auth]\nlockout = \"-5m\"", wantErr: "auth.lockout: must not be negative"},
 		{name: "zero duration", file: "[pop3]\nidle_timeout = \"0s\"", wantErr: "pop3.idle_timeout: must be greater than zero"},
 		{name: "negative size", file: "[smtp]\nmax_message_bytes = -1", wantErr: "smtp.max_message_bytes: must not be negative"},
+		{name: "negative shards", env: []string{"ROOST_SHARDS=-2"}, wantErr: "shards"},
+		{name: "shards from env", env: []string{"ROOST_SHARDS=4"}, check: func(t *testing.T, c *Config) {
+			if c.Shards != 4 {
+				t.Errorf("shards = %d", c.Shards)
+			}
+		}},
 		{name: "zero size", file: "[imap]\nappend_limit = 0", wantErr: "imap.append_limit"},
 		{name: "line length below RFC 5321", file: "[lmtp]\nmax_line_length = 999", wantErr: "lmtp.max_line_length: must be at least 1000"},
 		{name: "string for number", file: "[smtp]\nmax_recipients = \"many\"", wantErr: "smtp.max_recipients"},

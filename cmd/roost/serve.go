@@ -117,6 +117,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	m := newMetrics()
 	b, err := backend.New(backend.Options{
 		DataDir:         cfg.DataDir,
+		Shards:          cfg.Shards,
 		Hostname:        cfg.Hostname,
 		MaxMessageBytes: backendMaxMessageBytes(cfg),
 		LoginCacheTTL:   loginCacheTTL,
