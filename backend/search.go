@@ -46,11 +46,32 @@ type SearchCriteria struct {
 
 // Search returns the UIDs of the mailbox's messages that match c, ascending.
 func (u *User) Search(ctx context.Context, mailboxID uint64, c *SearchCriteria) ([]uint32, error) {
-	var msgs []Message
 	min, max := uint32(1), ^uint32(0)
 	if len(c.UIDs) > 0 {
 		min, max = rangeBounds(c.UIDs[0])
 	}
+	if recordOnly(c) {
+		// Every criterion reads the message record alone (flags, UID,
+		// size, dates, modseq: UNSEEN, DELETED, ...): match during the scan,
+		// without keeping the records or loading anything else.
+		var out []uint32
+		n := 0
+		err := u.Messages(mailboxID, min, max, func(m Message) error {
+			if n++; n%4096 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			mc := matchCtx{u: u, msg: &m}
+			if mc.match(c) {
+				out = append(out, m.UID)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	var msgs []Message
 	err := u.Messages(mailboxID, min, max, func(m Message) error {
 		msgs = append(msgs, m)
 		return nil
@@ -69,6 +90,26 @@ func (u *User) Search(ctx context.Context, mailboxID uint64, c *SearchCriteria) 
 		}
 	}
 	return out, nil
+}
+
+// recordOnly reports whether c can be decided from the message record
+// alone: no header, body or envelope criterion at any depth.
+func recordOnly(c *SearchCriteria) bool {
+	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() || !c.SentOn.IsZero() ||
+		len(c.Header) > 0 || len(c.Body) > 0 || len(c.Text) > 0 {
+		return false
+	}
+	for i := range c.Not {
+		if !recordOnly(&c.Not[i]) {
+			return false
+		}
+	}
+	for i := range c.Or {
+		if !recordOnly(&c.Or[i][0]) || !recordOnly(&c.Or[i][1]) {
+			return false
+		}
+	}
+	return true
 }
 
 func rangeBounds(set []UIDRange) (uint32, uint32) {

@@ -2,11 +2,13 @@ package imapd
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"errors"
 	"io"
 	"math"
 	"mime/quotedprintable"
+	"slices"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
@@ -16,7 +18,7 @@ import (
 )
 
 // fetchBatch is how many message records FETCH reads per store call.
-const fetchBatch = 256
+const fetchBatch = 1024
 
 // Fetch implements imapserver.Session (RFC 9051 §6.4.5, RFC 3516 BINARY).
 // Sections are served from the byte offsets of the MIME structure stored
@@ -41,17 +43,17 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			markSeen = markSeen || !bs.Peek
 		}
 	}
+	var seenSet map[uint32]bool
+	if len(ts) > 1 {
+		s.w.beginBatch()
+		defer s.w.endBatch()
+	}
 	for i := 0; i < len(ts); i += fetchBatch {
 		chunk := ts[i:min(i+fetchBatch, len(ts))]
-		msgs, err := s.user.MessagesByUID(s.sel.id, targetUIDs(chunk))
+		msgs, err := s.fetchRecords(chunk)
 		if err != nil {
 			return s.mapErr("fetch", err, false)
 		}
-		byUID := make(map[uint32]backend.Message, len(msgs))
-		for _, m := range msgs {
-			byUID[m.UID] = m
-		}
-		seenSet := make(map[uint32]bool)
 		if markSeen {
 			var unseen []uint32
 			for _, m := range msgs {
@@ -64,24 +66,55 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 				if err != nil {
 					return s.mapErr("fetch", err, false)
 				}
+				if seenSet == nil {
+					seenSet = make(map[uint32]bool, len(updated))
+				}
 				for _, m := range updated {
 					s.sel.own[m.UID] = m.ModSeq
-					byUID[m.UID] = m
+					if j, ok := slices.BinarySearchFunc(msgs, m.UID, byUID); ok {
+						msgs[j] = m
+					}
 					seenSet[m.UID] = true
 				}
 			}
 		}
+		// Both chunk and msgs ascend by UID: walk them together. msgs may
+		// hold records the chunk does not name (see fetchRecords); a
+		// message of the chunk missing from msgs was expunged meanwhile
+		// and its EXPUNGE comes later.
+		j := 0
 		for _, t := range chunk {
-			m, ok := byUID[t.uid]
-			if !ok {
-				continue // expunged meanwhile: the EXPUNGE comes later
+			for j < len(msgs) && msgs[j].UID < t.uid {
+				j++
 			}
-			if err := s.fetchOne(w, t.seq, &m, options, seenSet[t.uid]); err != nil {
+			if j == len(msgs) || msgs[j].UID != t.uid {
+				continue
+			}
+			if err := s.fetchOne(w, t.seq, &msgs[j], options, seenSet[t.uid]); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+func byUID(m backend.Message, uid uint32) int { return cmp.Compare(m.UID, uid) }
+
+// fetchRecords returns the records of the messages of chunk (ascending by
+// UID) that exist, ascending by UID. A dense chunk (1:* and the like) is
+// read as one range scan, far cheaper than a lookup per UID; the result may
+// then include messages between them that the chunk does not name.
+func (s *session) fetchRecords(chunk []target) ([]backend.Message, error) {
+	first, last := chunk[0].uid, chunk[len(chunk)-1].uid
+	if span := uint64(last-first) + 1; span > 2*uint64(len(chunk)) {
+		return s.user.MessagesByUID(s.sel.id, targetUIDs(chunk))
+	}
+	msgs := make([]backend.Message, 0, len(chunk))
+	err := s.user.Messages(s.sel.id, first, last, func(m backend.Message) error {
+		msgs = append(msgs, m)
+		return nil
+	})
+	return msgs, err
 }
 
 // item is one prepared body or binary section.
@@ -108,7 +141,11 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, m *backend.Mes
 		}
 		return parsed, nil
 	}
-	body := s.user.OpenBody(m)
+	// Only sections read the raw message.
+	var body io.ReaderAt
+	if len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0 {
+		body = s.user.OpenBody(m)
+	}
 	var items []item
 	for _, bs := range options.BodySection {
 		it, err := s.bodySection(m, body, getParsed, bs)

@@ -119,6 +119,47 @@ type wire struct {
 	out          outScanner
 	dropGreeting bool // after STARTTLS the new imapserver connection greets again
 	byeSent      bool
+	// batching: imapserver's output is gathered in pend and written in
+	// large pieces (a FETCH of many messages, which imapserver flushes
+	// message by message), not a system call per response.
+	batching bool
+	pend     []byte
+}
+
+// batchFlushSize is how much output a batch gathers before writing it.
+const batchFlushSize = 64 << 10
+
+// batchWriteTimeout bounds each write of a batch.
+const batchWriteTimeout = time.Minute
+
+// beginBatch starts gathering output; endBatch writes what was gathered.
+func (w *wire) beginBatch() {
+	w.wmu.Lock()
+	w.batching = true
+	w.wmu.Unlock()
+}
+
+func (w *wire) endBatch() error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.batching = false
+	err := w.flushPendLocked()
+	w.raw.SetWriteDeadline(time.Time{})
+	return err
+}
+
+func (w *wire) flushPendLocked() error {
+	if len(w.pend) == 0 {
+		return nil
+	}
+	p := w.pend
+	w.pend = w.pend[:0]
+	if w.byeSent {
+		return nil
+	}
+	w.raw.SetWriteDeadline(time.Now().Add(batchWriteTimeout))
+	_, err := w.transport.Write(p)
+	return err
 }
 
 func (s *Server) newWire(c net.Conn) *wire {
@@ -543,6 +584,7 @@ func (w *wire) discardLimit() int64 {
 func (w *wire) bye(text string) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
+	w.flushPendLocked()
 	if !w.byeSent && w.out.atBoundary() {
 		line := "* BYE " + text + "\r\n"
 		w.raw.SetWriteDeadline(time.Now().Add(byeWriteTimeout))
@@ -557,6 +599,7 @@ func (w *wire) bye(text string) error {
 func (w *wire) writeGuard(line string) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
+	w.flushPendLocked()
 	w.raw.SetWriteDeadline(time.Now().Add(byeWriteTimeout))
 	defer w.raw.SetWriteDeadline(time.Time{})
 	w.srv.debug(w.id, "S:", []byte(line))
@@ -581,6 +624,15 @@ func (w *wire) write(p []byte) (int, error) {
 	}
 	w.out.scan(p)
 	w.srv.debug(w.id, "S:", p)
+	if w.batching {
+		w.pend = append(w.pend, p...)
+		if len(w.pend) >= batchFlushSize {
+			if err := w.flushPendLocked(); err != nil {
+				return 0, err
+			}
+		}
+		return n, nil
+	}
 	if _, err := w.transport.Write(p); err != nil {
 		return 0, err
 	}
@@ -758,7 +810,18 @@ func (v *view) Close() error {
 func (v *view) LocalAddr() net.Addr                { return v.w.raw.LocalAddr() }
 func (v *view) RemoteAddr() net.Addr               { return v.w.raw.RemoteAddr() }
 func (v *view) SetReadDeadline(t time.Time) error  { return v.w.setReadDeadline(t) }
-func (v *view) SetWriteDeadline(t time.Time) error { return v.w.raw.SetWriteDeadline(t) }
+func (v *view) SetWriteDeadline(t time.Time) error { return v.w.setWriteDeadline(t) }
+
+// setWriteDeadline applies imapserver's write deadline, except in a batch,
+// whose writes have their own (imapserver sets one per response).
+func (w *wire) setWriteDeadline(t time.Time) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if w.batching {
+		return nil
+	}
+	return w.raw.SetWriteDeadline(t)
+}
 func (v *view) SetDeadline(t time.Time) error {
 	v.w.raw.SetWriteDeadline(t)
 	return v.w.setReadDeadline(t)

@@ -68,7 +68,27 @@ func (fs *flagSet) hasKeyword(k string) bool {
 	return false
 }
 
+// systemFlagLists holds, for each combination of system flag bits, its
+// flag list. It is built once and never modified; each list's capacity is
+// its length, so a caller's append copies instead of writing into it. It
+// spares FETCH FLAGS and SEARCH on big mailboxes an allocation per message.
+var systemFlagLists = func() (t [1 << len(systemFlags)][]string) {
+	for sys := range t {
+		l := []string{}
+		for i, f := range systemFlags {
+			if sys&(1<<i) != 0 {
+				l = append(l, f)
+			}
+		}
+		t[sys] = slices.Clip(l)
+	}
+	return t
+}()
+
 func (fs flagSet) list() []string {
+	if len(fs.keywords) == 0 && int(fs.sys) < len(systemFlagLists) {
+		return systemFlagLists[fs.sys]
+	}
 	out := make([]string, 0, 2+len(fs.keywords))
 	for i, f := range systemFlags {
 		if fs.sys&(1<<i) != 0 {
