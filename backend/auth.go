@@ -154,10 +154,10 @@ func (b *Backend) Login(ctx context.Context, username, password, remoteIP string
 	ok := false
 	switch {
 	case lookupErr != nil || err != nil:
-		VerifyPassword(dummyHash, password)
+		b.verify(ctx, dummyHash, password)
 	case b.auth.check(addr, acct.PasswordHash, password):
 		ok = true
-	case VerifyPassword(acct.PasswordHash, password):
+	case b.verify(ctx, acct.PasswordHash, password):
 		ok = true
 		b.auth.remember(addr, acct.PasswordHash, password)
 	}
@@ -175,6 +175,20 @@ func (b *Backend) Login(ctx context.Context, username, password, remoteIP string
 		b.opts.Limiter.Succeeded(remoteIP, addr)
 	}
 	return b.user(acct)
+}
+
+// verify checks a password with at most one hash per CPU at a time: an
+// argon2id check takes 19 MiB, so a burst of logins (a mail app reconnecting
+// many folders, or an attack) must not take memory in proportion to its
+// size. Waiting attempts give up when ctx ends.
+func (b *Backend) verify(ctx context.Context, hash, password string) bool {
+	select {
+	case b.hashSlots <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	defer func() { <-b.hashSlots }()
+	return VerifyPassword(hash, password)
 }
 
 // AuthLimiterOptions configure an AuthLimiter.

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -132,6 +133,8 @@ type Backend struct {
 	log   *slog.Logger
 	bus   *bus
 	auth  *loginCache
+	// hashSlots bounds concurrent password hashing (see verify).
+	hashSlots chan struct{}
 
 	mu      sync.Mutex
 	domains map[string]bool
@@ -166,12 +169,13 @@ func New(opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
 	b := &Backend{
-		opts:  opts,
-		store: st,
-		log:   opts.Logger,
-		bus:   newBus(),
-		auth:  newLoginCache(opts.LoginCacheTTL),
-		pop3:  make(map[uint64]bool),
+		opts:      opts,
+		store:     st,
+		log:       opts.Logger,
+		bus:       newBus(),
+		auth:      newLoginCache(opts.LoginCacheTTL),
+		hashSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		pop3:      make(map[uint64]bool),
 	}
 	if err := b.loadDomains(); err != nil {
 		st.Close()

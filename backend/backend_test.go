@@ -401,3 +401,24 @@ func TestSearch(t *testing.T) {
 		}
 	}
 }
+
+func TestPasswordChecksAreBounded(t *testing.T) {
+	b := newTestBackend(t, Options{LoginCacheTTL: -1})
+	mustUser(t, b, "a@x.org")
+	// Occupy every hashing slot: a login must wait, and give up with its
+	// context instead of hashing beside the others.
+	for i := 0; i < cap(b.hashSlots); i++ {
+		b.hashSlots <- struct{}{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Login(ctx, "a@x.org", "secret", "127.0.0.1"); err != ErrAuthFailed {
+		t.Fatalf("login with all slots busy and ctx done: %v", err)
+	}
+	for i := 0; i < cap(b.hashSlots); i++ {
+		<-b.hashSlots
+	}
+	if _, err := b.Login(context.Background(), "a@x.org", "secret", "127.0.0.1"); err != nil {
+		t.Fatalf("login with free slots: %v", err)
+	}
+}

@@ -57,8 +57,11 @@ const (
 	// startTLSLookahead is how much of a first line the guard waits for to
 	// recognise STARTTLS before authentication.
 	startTLSLookahead = 1024
-	readBufSize       = 32 * 1024
-	byeWriteTimeout   = 5 * time.Second
+	// The read buffer starts small, since most connections sit idle, and
+	// grows for a bulk transfer (an APPEND literal) while reads fill it.
+	readBufMin      = 4 * 1024
+	readBufMax      = 32 * 1024
+	byeWriteTimeout = 5 * time.Second
 	// imapIdleWait recognises imapserver's wait for a command after login
 	// (idleReadTimeout, 35 minutes): longer read deadlines than this are
 	// replaced by IdleTimeout.
@@ -144,6 +147,9 @@ func (w *wire) endBatch() error {
 	defer w.wmu.Unlock()
 	w.batching = false
 	err := w.flushPendLocked()
+	if cap(w.pend) > 4<<10 {
+		w.pend = nil // do not keep a large FETCH's buffer while idle
+	}
 	w.raw.SetWriteDeadline(time.Time{})
 	return err
 }
@@ -171,7 +177,7 @@ func (s *Server) newWire(c net.Conn) *wire {
 		raw:           c,
 		transport:     c,
 		loginDeadline: time.Now().Add(s.opts.LoginTimeout),
-		buf:           make([]byte, readBufSize),
+		buf:           make([]byte, readBufMin),
 	}
 }
 
@@ -337,12 +343,21 @@ func (w *wire) read(p []byte) (int, error) {
 func (w *wire) fill() error {
 	if w.r == w.e {
 		w.r, w.e = 0, 0
+		if len(w.buf) > readBufMin {
+			w.buf = make([]byte, readBufMin) // the bulk transfer is over
+		}
 	} else if w.e == len(w.buf) {
 		w.e = copy(w.buf, w.buf[w.r:w.e])
 		w.r = 0
 	}
 	n, err := w.transport.Read(w.buf[w.e:])
 	w.e += n
+	if w.e == len(w.buf) && len(w.buf) < readBufMax {
+		// A read filled the buffer: more is coming, read it in larger pieces.
+		nb := make([]byte, readBufMax)
+		copy(nb, w.buf[:w.e])
+		w.buf = nb
+	}
 	if n > 0 {
 		return nil
 	}
