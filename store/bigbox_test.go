@@ -49,9 +49,17 @@ func BenchmarkBigMailbox(b *testing.B) {
 			ms.Messages(mb.ID, 1, ^uint32(0), func(Message) error { c++; return nil })
 		}
 	})
-	b.Run("Append", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			ms.Append("INBOX", msg(i), 0)
-		}
-	})
+	small, _ := newAccount(b, s, "small@x.org")
+	for _, tc := range []struct {
+		name string
+		ms   *Mailstore
+	}{{"AppendBig", ms}, {"AppendSmall", small}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := tc.ms.Append("INBOX", msg(i), 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

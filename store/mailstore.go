@@ -330,9 +330,21 @@ func getMbox(tx *atx, id uint64) (*mbox, error) {
 	return mb, nil
 }
 
-func (mb *mbox) save() error           { return putJSON(mb.b, keyInfo, mb.info) }
-func (mb *mbox) msgs() *bolt.Bucket    { return mb.b.Bucket(keyMsgs) }
-func (mb *mbox) changes() *bolt.Bucket { return mb.b.Bucket(keyChanges) }
+func (mb *mbox) save() error { return putJSON(mb.b, keyInfo, mb.info) }
+
+// appendOnly marks a bucket whose new keys always sort last (UIDs, modseqs,
+// blob IDs): bbolt then fills pages completely instead of splitting them in
+// half, so a big mailbox has half the pages and a shallower tree, and an
+// append dirties fewer of them (delivery cost stays flat in mailbox size).
+func appendOnly(b *bolt.Bucket) *bolt.Bucket {
+	if b != nil && b.Tx().Writable() {
+		b.FillPercent = 1.0
+	}
+	return b
+}
+
+func (mb *mbox) msgs() *bolt.Bucket    { return appendOnly(mb.b.Bucket(keyMsgs)) }
+func (mb *mbox) changes() *bolt.Bucket { return appendOnly(mb.b.Bucket(keyChanges)) }
 
 func changeKey(modseq uint64, uid uint32) []byte {
 	k := make([]byte, 12)

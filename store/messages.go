@@ -233,7 +233,7 @@ func (mb *mbox) insert(tx *atx, blob uint64, size int64, date time.Time, fs flag
 }
 
 func putBlob(tx *atx, body, parsed []byte) (uint64, error) {
-	info := tx.Bucket(bucketBlobInfo)
+	info := appendOnly(tx.Bucket(bucketBlobInfo))
 	id, err := info.NextSequence()
 	if err != nil {
 		return 0, err
@@ -244,9 +244,7 @@ func putBlob(tx *atx, body, parsed []byte) (uint64, error) {
 	if err := info.Put(u64(id), v); err != nil {
 		return 0, err
 	}
-	blobs := tx.Bucket(bucketBlobs)
-	// Sequential keys: let bbolt fill pages fully instead of splitting in half.
-	blobs.FillPercent = 1.0
+	blobs := appendOnly(tx.Bucket(bucketBlobs))
 	for i := 0; i*chunkSize < len(body) || i == 0; i++ {
 		end := min((i+1)*chunkSize, len(body))
 		if err := blobs.Put(blobKey(id, uint32(i)), body[i*chunkSize:end]); err != nil {
