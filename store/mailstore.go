@@ -27,14 +27,13 @@ var ErrOverQuota = errors.New("over quota")
 //	mboxes/<id>/m/<uid>    -> message record (see encodeMessage)
 //	mboxes/<id>/c/<modseq><uid> -> 0 (changed) or 1 (expunged: a tombstone)
 //	blobs/<blob><chunk>    -> up to chunkSize bytes of a raw message
-//	blobinfo/<blob>        -> refcount uint32, then the parsed form
+//	blobs/<blob><ffffffff> -> refcount uint32, then the parsed form
 var (
-	bucketMeta     = []byte("meta")
-	bucketNames    = []byte("names")
-	bucketSubs     = []byte("subs")
-	bucketMboxes   = []byte("mboxes")
-	bucketBlobs    = []byte("blobs")
-	bucketBlobInfo = []byte("blobinfo")
+	bucketMeta   = []byte("meta")
+	bucketNames  = []byte("names")
+	bucketSubs   = []byte("subs")
+	bucketMboxes = []byte("mboxes")
+	bucketBlobs  = []byte("blobs")
 
 	keyInfo     = []byte("i")
 	keyMsgs     = []byte("m")
@@ -110,7 +109,7 @@ type atx struct {
 // Bucket returns the account's bucket called name.
 func (t *atx) Bucket(name []byte) *bolt.Bucket { return t.root.Bucket(name) }
 
-var accountBuckets = [][]byte{bucketMeta, bucketNames, bucketSubs, bucketMboxes, bucketBlobs, bucketBlobInfo}
+var accountBuckets = [][]byte{bucketMeta, bucketNames, bucketSubs, bucketMboxes, bucketBlobs}
 
 func accountKey(id uint64) []byte { return append([]byte("a"), u64(id)...) }
 
