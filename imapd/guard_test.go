@@ -332,15 +332,33 @@ func TestMaxConnsTLS(t *testing.T) {
 }
 
 func TestCommandTooLong(t *testing.T) {
-	e := newEnv(t)
-	r := e.dialRaw()
-	r.login()
-	r.send("a SEARCH TEXT \"" + strings.Repeat("x", 60000) + " x1 DELETE Trash\"\r\n")
-	if out := r.readEOF(); out != "* BYE Command line too long\r\n" {
-		t.Errorf("60 kB command: %q", out)
-	}
-	if _, err := e.user().Mailbox("Trash"); err != nil {
-		t.Error("the tail of a long line ran as a command")
+	for _, tc := range []struct {
+		name  string
+		limit int // Options.MaxLineLength
+		fill  int // length of the search string
+	}{
+		{"imapserver's limit", 0, 60000},
+		{"configured limit", 9000, 9500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(o *Options) { o.MaxLineLength = tc.limit })
+			r := e.dialRaw()
+			r.login()
+			r.cmd("S", "SELECT INBOX")
+			if tc.limit > 0 {
+				// Just under the limit is fine.
+				if l := r.cmd("s", "SEARCH TEXT \""+strings.Repeat("y", tc.limit-40)+"\""); !strings.HasPrefix(l[len(l)-1], "s OK") {
+					t.Fatalf("command under the limit: %q", l[len(l)-1])
+				}
+			}
+			r.send("a SEARCH TEXT \"" + strings.Repeat("x", tc.fill) + " x1 DELETE Trash\"\r\n")
+			if out := r.readEOF(); out != "* BYE Command line too long\r\n" {
+				t.Errorf("%d-octet command: %q", tc.fill, out)
+			}
+			if _, err := e.user().Mailbox("Trash"); err != nil {
+				t.Error("the tail of a long line ran as a command")
+			}
+		})
 	}
 }
 

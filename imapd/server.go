@@ -83,6 +83,10 @@ type Options struct {
 	// behind gets "* BYE" and is closed (the client resynchronises on
 	// reconnect) rather than growing without bound. Default 10000.
 	MaxPendingUpdates int
+	// MaxLineLength caps a command in octets, literals excluded; a longer
+	// one gets "* BYE" (RFC 9051 §4 asks servers to accept at least 8000).
+	// Default and maximum: imapserver's own limit, 50 KiB.
+	MaxLineLength int
 	// Debug, if set, receives a wire log of every connection (plaintext,
 	// after TLS; it includes passwords: for debugging only).
 	Debug io.Writer
@@ -150,6 +154,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MaxPendingUpdates <= 0 {
 		opts.MaxPendingUpdates = DefaultMaxPendingUpdates
+	}
+	if opts.MaxLineLength <= 0 || opts.MaxLineLength > maxCommandBytes {
+		opts.MaxLineLength = maxCommandBytes
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

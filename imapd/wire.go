@@ -447,7 +447,7 @@ func (w *wire) consume(p []byte) (int, error) {
 		w.atCmdStart, w.firstLine = false, true
 		w.head, w.cmdBytes, w.literals = w.head[:0], 0, 0
 	}
-	if w.cmdBytes += int64(len(seg)); w.cmdBytes > maxCommandBytes {
+	if w.cmdBytes += int64(len(seg)); w.cmdBytes > int64(w.srv.opts.MaxLineLength) {
 		w.log.Info("command too long", "bytes", w.cmdBytes)
 		return 0, w.bye("Command line too long")
 	}

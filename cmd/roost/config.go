@@ -88,6 +88,7 @@ type IMAPConfig struct {
 	LoginTimeout        time.Duration `koanf:"login_timeout"`
 	AppendLimit         int64         `koanf:"append_limit"`
 	MaxPendingUpdates   int           `koanf:"max_pending_updates"`
+	MaxLineLength       int           `koanf:"max_line_length" min:"8000"` // RFC 9051 §4
 	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
 }
 
@@ -168,6 +169,7 @@ func defaultConfig() Config {
 			LoginTimeout:        60 * time.Second,
 			AppendLimit:         50 << 20,
 			MaxPendingUpdates:   10000,
+			MaxLineLength:       50 << 10,
 			AuthFailureDelay:    2 * time.Second,
 		},
 		POP3: POP3Config{

@@ -27,6 +27,7 @@ func imapEndpoints(d deps) ([]endpoint, error) {
 		AppendLimit:       c.AppendLimit,
 		AuthFailureDelay:  noDelay(c.AuthFailureDelay),
 		MaxPendingUpdates: c.MaxPendingUpdates,
+		MaxLineLength:     c.MaxLineLength,
 		Logger:            d.log.With("service", "imap"),
 	})
 	if err != nil {
