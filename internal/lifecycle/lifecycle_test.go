@@ -3,18 +3,16 @@ package lifecycle
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/roostmail/roost/internal/testutil"
 )
 
 // testConn is a connection whose run reads until the connection fails.
@@ -230,16 +228,4 @@ func TestRefuseFailedHandshake(t *testing.T) {
 	}
 }
 
-func selfSigned(t *testing.T) *tls.Config {
-	t.Helper()
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-}
+func selfSigned(t *testing.T) *tls.Config { return testutil.SelfSigned(t).Server }
