@@ -42,7 +42,6 @@ type envOptions struct {
 	opts     Options
 	unix     bool
 	tls      bool // ServeTLS
-	noSync   bool // default true; false for the benchmark
 	fsync    bool
 	accounts []string
 	beMax    int64
