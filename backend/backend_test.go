@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -420,5 +421,42 @@ func TestPasswordChecksAreBounded(t *testing.T) {
 	}
 	if _, err := b.Login(context.Background(), "a@x.org", "secret", "127.0.0.1"); err != nil {
 		t.Fatalf("login with free slots: %v", err)
+	}
+}
+
+// TestLargeMessageCopies: a 30 MiB message goes from a file-backed spool
+// into the store with at most about one copy on the heap (bbolt's page
+// buffer at commit), not one per layer.
+func TestLargeMessageCopies(t *testing.T) {
+	b := newTestBackend(t, Options{})
+	mustUser(t, b, "a@x.org")
+	r, err := b.ResolveRecipient(context.Background(), "a@x.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 30 << 20
+	sp := b.NewSpool()
+	defer sp.Close()
+	sp.Write([]byte("Subject: big\r\n\r\n"))
+	line := bytes.Repeat([]byte("x"), 998)
+	line = append(line, '\r', '\n')
+	for sp.Size() < size {
+		sp.Write(line)
+	}
+	body, err := sp.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if errs := b.Deliver(context.Background(), body, []Recipient{r}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	runtime.ReadMemStats(&after)
+	allocated := after.TotalAlloc - before.TotalAlloc
+	t.Logf("allocated %d MiB delivering %d MiB", allocated>>20, size>>20)
+	if allocated > size*3/2 {
+		t.Errorf("delivering %d MiB allocated %d MiB: more than one copy", size>>20, allocated>>20)
 	}
 }

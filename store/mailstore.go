@@ -154,7 +154,7 @@ type writeReq struct {
 const maxGroup = 256
 
 func openMailFile(path string, opts Options) (*mailFile, error) {
-	db, err := openBolt(path, opts)
+	db, err := openBolt(path, opts, mailMmapSize)
 	if err != nil {
 		return nil, err
 	}

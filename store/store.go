@@ -105,7 +105,7 @@ func Open(opts Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(opts.Dir, "mail"), 0o700); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", opts.Dir, err)
 	}
-	db, err := openBolt(filepath.Join(opts.Dir, "roost.db"), opts)
+	db, err := openBolt(filepath.Join(opts.Dir, "roost.db"), opts, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -138,12 +138,21 @@ func Open(opts Options) (*Store, error) {
 	return &Store{opts: opts, global: db, log: opts.Logger, accounts: make(map[uint64]*Mailstore), files: make(map[string]*mailFile)}, nil
 }
 
-func openBolt(path string, opts Options) (*bolt.DB, error) {
+// mailMmapSize is the address space reserved for a mail file when it is
+// opened. bbolt copies every dirty node to the heap each time it has to
+// remap a growing file (node.dereference), which during the commit of one
+// large message meant several heap copies of it; with room reserved up front
+// a file grows without remapping until it passes this size. It costs
+// address space only, not memory.
+const mailMmapSize = 256 << 20
+
+func openBolt(path string, opts Options, mmapSize int) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        opts.LockTimeout,
-		NoSync:         opts.NoSync,
-		FreelistType:   bolt.FreelistMapType,
-		NoFreelistSync: true,
+		InitialMmapSize: mmapSize,
+		Timeout:         opts.LockTimeout,
+		NoSync:          opts.NoSync,
+		FreelistType:    bolt.FreelistMapType,
+		NoFreelistSync:  true,
 	})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("store: open %s: %w", path, ErrLocked)
