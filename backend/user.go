@@ -33,6 +33,30 @@ func (u *User) QuotaBytes() int64 { return u.acct.QuotaBytes }
 // UsedBytes returns the total size of the account's messages.
 func (u *User) UsedBytes() (int64, error) { return u.ms.AccountSize() }
 
+// Quota is an account's usage and limits (a limit of 0 means none), as
+// IMAP QUOTA (RFC 9208 STORAGE and MESSAGE) and the admin CLI report them.
+type Quota struct {
+	UsedBytes, LimitBytes       int64
+	UsedMessages, LimitMessages int64
+}
+
+// Quota returns the account's usage against its limits.
+func (u *User) Quota() (Quota, error) {
+	q := Quota{LimitBytes: u.acct.QuotaBytes, LimitMessages: u.acct.QuotaMessages}
+	var err error
+	if q.UsedBytes, err = u.ms.AccountSize(); err != nil {
+		return q, fmt.Errorf("quota of %s: %w", u.acct.Address, err)
+	}
+	boxes, err := u.ms.Mailboxes()
+	if err != nil {
+		return q, fmt.Errorf("quota of %s: %w", u.acct.Address, err)
+	}
+	for _, mb := range boxes {
+		q.UsedMessages += int64(mb.Messages)
+	}
+	return q, nil
+}
+
 // NormalizeMailboxName checks a mailbox name and returns its canonical form:
 // "INBOX" in any case is INBOX (RFC 9051 §5.1), also as the first level of
 // a hierarchy, and a trailing separator is dropped (RFC 9051 §6.3.4).

@@ -74,7 +74,9 @@ type Account struct {
 	PasswordHash string    `json:"password_hash"`
 	Created      time.Time `json:"created"`
 	QuotaBytes   int64     `json:"quota_bytes,omitempty"` // 0: no quota
-	Disabled     bool      `json:"disabled,omitempty"`
+	// QuotaMessages caps the number of messages over all mailboxes (0: none).
+	QuotaMessages int64 `json:"quota_messages,omitempty"`
+	Disabled      bool  `json:"disabled,omitempty"`
 }
 
 var (
