@@ -139,6 +139,9 @@ type Backend struct {
 	mu      sync.Mutex
 	domains map[string]bool
 	pop3    map[uint64]bool // accounts with a POP3 session in the TRANSACTION state
+	// gone holds, per account with live Users, a channel closed when the
+	// account is deleted, so sessions end instead of failing (User.Gone).
+	gone map[uint64]chan struct{}
 
 	inflight sync.WaitGroup
 }
@@ -176,6 +179,7 @@ func New(opts Options) (*Backend, error) {
 		auth:      newLoginCache(opts.LoginCacheTTL),
 		hashSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
 		pop3:      make(map[uint64]bool),
+		gone:      make(map[uint64]chan struct{}),
 	}
 	if err := b.loadDomains(); err != nil {
 		st.Close()
@@ -340,12 +344,22 @@ func (b *Backend) DeleteUser(ctx context.Context, address string) error {
 	if err != nil {
 		return err
 	}
+	acct, err := b.store.Account(addr)
+	if err != nil {
+		return fmt.Errorf("%w: %s", ErrNoSuchUser, addr)
+	}
 	if err := b.store.DeleteAccount(addr); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%w: %s", ErrNoSuchUser, addr)
 		}
 		return err
 	}
+	b.mu.Lock()
+	if c := b.gone[acct.ID]; c != nil {
+		close(c)
+		delete(b.gone, acct.ID)
+	}
+	b.mu.Unlock()
 	b.auth.forget(addr)
 	b.log.Info("account deleted", "account", addr)
 	return b.loadDomains()
@@ -398,7 +412,14 @@ func (b *Backend) user(acct store.Account) (*User, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &User{b: b, acct: acct, ms: ms}, nil
+	b.mu.Lock()
+	gone := b.gone[acct.ID]
+	if gone == nil {
+		gone = make(chan struct{})
+		b.gone[acct.ID] = gone
+	}
+	b.mu.Unlock()
+	return &User{b: b, acct: acct, ms: ms, gone: gone}, nil
 }
 
 // LookupUser returns the User of an existing account, without a password

@@ -460,3 +460,53 @@ func TestLargeMessageCopies(t *testing.T) {
 		t.Errorf("delivering %d MiB allocated %d MiB: more than one copy", size>>20, allocated>>20)
 	}
 }
+
+func TestUserGoneClosedOnDelete(t *testing.T) {
+	b := newTestBackend(t, Options{})
+	ctx := context.Background()
+	for _, a := range []string{"gone@example.org", "stays@example.org"} {
+		if err := b.CreateUser(ctx, a, "pw"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u1, err := b.LookupUser(ctx, "gone@example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u2, err := b.LookupUser(ctx, "gone@example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := b.LookupUser(ctx, "stays@example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeleteUser(ctx, "gone@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	for i, u := range []*User{u1, u2} {
+		select {
+		case <-u.Gone():
+		default:
+			t.Errorf("user handle %d: Gone not closed after DeleteUser", i)
+		}
+	}
+	select {
+	case <-other.Gone():
+		t.Error("another account's Gone was closed")
+	default:
+	}
+	// A new account of the same address is a new account: not gone.
+	if err := b.CreateUser(ctx, "gone@example.org", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	u3, err := b.LookupUser(ctx, "gone@example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-u3.Gone():
+		t.Error("re-created account starts gone")
+	default:
+	}
+}

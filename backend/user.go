@@ -19,7 +19,13 @@ type User struct {
 	b    *Backend
 	acct store.Account
 	ms   *store.Mailstore
+	gone chan struct{}
 }
+
+// Gone is closed when the account is deleted (Backend.DeleteUser): a
+// session selects on it and ends (IMAP BYE, POP3 -ERR) instead of failing
+// on every later command.
+func (u *User) Gone() <-chan struct{} { return u.gone }
 
 // Address returns the account's address.
 func (u *User) Address() string { return u.acct.Address }

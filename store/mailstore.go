@@ -50,17 +50,21 @@ const chunkSize = 256 << 10
 // Mailbox is a mailbox with its counters. Counters are kept up to date on
 // every write, so reading them is O(1) in the mailbox size.
 type Mailbox struct {
-	ID            uint64    `json:"id"`
-	Name          string    `json:"name"`
-	SpecialUse    string    `json:"special_use,omitempty"` // RFC 6154 attribute, e.g. `\Sent`
-	UIDValidity   uint32    `json:"uidvalidity"`
-	UIDNext       uint32    `json:"uidnext"`
-	HighestModSeq uint64    `json:"highestmodseq"`
-	Messages      uint32    `json:"messages"`
-	Unseen        uint32    `json:"unseen"`
-	Deleted       uint32    `json:"deleted"` // messages flagged \Deleted
-	Size          int64     `json:"size"`
-	Created       time.Time `json:"created"`
+	ID            uint64 `json:"id"`
+	Name          string `json:"name"`
+	SpecialUse    string `json:"special_use,omitempty"` // RFC 6154 attribute, e.g. `\Sent`
+	UIDValidity   uint32 `json:"uidvalidity"`
+	UIDNext       uint32 `json:"uidnext"`
+	HighestModSeq uint64 `json:"highestmodseq"`
+	// PurgedModSeq is the highest modseq whose expunge tombstones have been
+	// purged (0: none ever were). A QRESYNC client whose modseq is below it
+	// cannot be told exactly what vanished (RFC 7162 §3.2.5.2).
+	PurgedModSeq uint64    `json:"purged_modseq,omitempty"`
+	Messages     uint32    `json:"messages"`
+	Unseen       uint32    `json:"unseen"`
+	Deleted      uint32    `json:"deleted"` // messages flagged \Deleted
+	Size         int64     `json:"size"`
+	Created      time.Time `json:"created"`
 }
 
 // Message is the record of one message in a mailbox.
