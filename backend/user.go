@@ -27,6 +27,13 @@ type User struct {
 // on every later command.
 func (u *User) Gone() <-chan struct{} { return u.gone }
 
+// Release tells the backend a session is done with this handle, so the
+// account's mail file may be closed when idle or removed once the account
+// is deleted. Sessions (IMAP, POP3, submission) call it exactly when they
+// end; it is safe to call more than once. (Until the store closes idle
+// files, there is nothing to release yet.)
+func (u *User) Release() {}
+
 // Address returns the account's address.
 func (u *User) Address() string { return u.acct.Address }
 
