@@ -194,6 +194,13 @@ func (b *Backend) Close() error {
 	return b.store.Close()
 }
 
+// StoreSyncs returns how many fsyncs the store has issued for mail
+// (store.Store.Syncs), for the roost_store_syncs_total metric.
+func (b *Backend) StoreSyncs() uint64 { return b.store.Syncs() }
+
+// OpenMailFiles returns how many mail files the store has open.
+func (b *Backend) OpenMailFiles() int { return b.store.OpenFiles() }
+
 // Hostname returns the configured host name.
 func (b *Backend) Hostname() string { return b.opts.Hostname }
 

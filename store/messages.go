@@ -191,25 +191,40 @@ type AppendResult struct {
 
 // Append stores msg in the mailbox called name. If quota is positive and the
 // account's total size would exceed it, Append fails with ErrOverQuota.
+//
+// Appends go through the journal (see the package documentation): many
+// appends to different accounts share one fsync.
 func (m *Mailstore) Append(name string, msg NewMessage, quota int64) (AppendResult, error) {
 	var res AppendResult
-	err := m.update(func(tx *atx) error {
-		mb, err := mailboxByName(tx, name)
-		if err != nil {
+	err := m.write(&writeReq{
+		fn: inAccount(m.key, func(tx *atx) error {
+			var err error
+			res, err = appendMessage(tx, name, msg, quota)
 			return err
-		}
-		size := int64(len(msg.Body))
-		if total := addAccountSize(tx, size); quota > 0 && total > quota {
-			return fmt.Errorf("%w: %d of %d bytes", ErrOverQuota, total-size, quota)
-		}
-		blob, err := putBlob(tx, msg.Body, msg.Parsed)
-		if err != nil {
-			return err
-		}
-		res, err = mb.insert(tx, blob, size, msg.InternalDate, makeFlagSet(msg.Flags), 0)
-		return err
+		}),
+		app: &appendRecord{account: m.key, mailbox: name, quota: quota, msg: msg},
 	})
 	return res, err
+}
+
+// appendMessage is Append inside a transaction. Recovery runs it again from
+// the journal's record of the append, on the state it ran on the first
+// time, and must get the same result: it depends on nothing but the
+// transaction's state and its arguments (no clock, no randomness).
+func appendMessage(tx *atx, name string, msg NewMessage, quota int64) (AppendResult, error) {
+	mb, err := mailboxByName(tx, name)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	size := int64(len(msg.Body))
+	if total := addAccountSize(tx, size); quota > 0 && total > quota {
+		return AppendResult{}, fmt.Errorf("%w: %d of %d bytes", ErrOverQuota, total-size, quota)
+	}
+	blob, err := putBlob(tx, msg.Body, msg.Parsed)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	return mb.insert(tx, blob, size, msg.InternalDate, makeFlagSet(msg.Flags), 0)
 }
 
 // insert adds a message record for an existing blob. modseq 0 means a new one.
