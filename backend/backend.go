@@ -108,6 +108,11 @@ type Options struct {
 	Shards int
 	// NoSync skips fsync (tests only).
 	NoSync bool
+	// IdleClose, MaxOpenFiles and TombstoneRetention are the store's
+	// (store.Options; zero: its defaults).
+	IdleClose          time.Duration
+	MaxOpenFiles       int
+	TombstoneRetention time.Duration
 	// OnDeliver, if set, is called after every Deliver with its
 	// per-recipient results (nil: stored), e.g. to count deliveries for
 	// metrics. It runs on the delivering goroutine and must not block.
@@ -163,7 +168,8 @@ func New(opts Options) (*Backend, error) {
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()
 	}
-	st, err := store.Open(store.Options{Dir: opts.DataDir, Shards: opts.Shards, NoSync: opts.NoSync, Logger: opts.Logger})
+	st, err := store.Open(store.Options{Dir: opts.DataDir, Shards: opts.Shards, NoSync: opts.NoSync, Logger: opts.Logger,
+		IdleClose: opts.IdleClose, MaxOpenFiles: opts.MaxOpenFiles, TombstoneRetention: opts.TombstoneRetention})
 	if err != nil {
 		return nil, err
 	}
@@ -413,11 +419,22 @@ func (b *Backend) Aliases(ctx context.Context) ([][2]string, error) { return b.s
 // server runs. Restoring is copying the files back into an empty data_dir.
 func (b *Backend) Backup(ctx context.Context, dir string) error { return b.store.Backup(dir) }
 
-// user returns the User for an account record.
+// user returns the User for an account record. It holds the account's
+// mail file open until User.Release.
 func (b *Backend) user(acct store.Account) (*User, error) {
 	ms, err := b.store.Mailstore(acct.ID)
+	if errors.Is(err, store.ErrAccountDeleted) {
+		return nil, fmt.Errorf("%w: %s", ErrNoSuchUser, acct.Address)
+	}
 	if err != nil {
 		return nil, err
+	}
+	release, err := ms.Hold()
+	if errors.Is(err, store.ErrAccountDeleted) {
+		return nil, fmt.Errorf("%w: %s", ErrNoSuchUser, acct.Address)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open mail of %s: %w", acct.Address, err)
 	}
 	b.mu.Lock()
 	gone := b.gone[acct.ID]
@@ -426,11 +443,11 @@ func (b *Backend) user(acct store.Account) (*User, error) {
 		b.gone[acct.ID] = gone
 	}
 	b.mu.Unlock()
-	return &User{b: b, acct: acct, ms: ms, gone: gone}, nil
+	return &User{b: b, acct: acct, ms: ms, gone: gone, release: release}, nil
 }
 
 // LookupUser returns the User of an existing account, without a password
-// (for trusted callers: delivery, admin tools, tests).
+// (for trusted callers: delivery, admin tools, tests). Release it when done.
 func (b *Backend) LookupUser(ctx context.Context, address string) (*User, error) {
 	addr, err := NormalizeAddress(address)
 	if err != nil {

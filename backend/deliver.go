@@ -122,10 +122,17 @@ func (b *Backend) deliverTo(acct store.Account, body, parsed []byte, now time.Ti
 		return fmt.Errorf("deliver: unresolved recipient")
 	}
 	ms, err := b.store.Mailstore(acct.ID)
+	if errors.Is(err, store.ErrAccountDeleted) {
+		// Deleted since RCPT: the mail is refused, not stored (550 5.1.1).
+		return fmt.Errorf("%w: %s (deleted)", ErrNoSuchUser, acct.Address)
+	}
 	if err != nil {
 		return fmt.Errorf("deliver to %s: %w", acct.Address, err)
 	}
 	res, err := ms.Append(Inbox, store.NewMessage{Body: body, Parsed: parsed, InternalDate: now}, acct.QuotaBytes)
+	if errors.Is(err, store.ErrAccountDeleted) {
+		return fmt.Errorf("%w: %s (deleted)", ErrNoSuchUser, acct.Address)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		// INBOX can never be deleted; recreate it if a damaged file lacks it.
 		if _, cerr := ms.CreateMailbox(Inbox, ""); cerr == nil || errors.Is(cerr, store.ErrExists) {
@@ -135,6 +142,9 @@ func (b *Backend) deliverTo(acct store.Account, body, parsed []byte, now time.Ti
 	if err != nil {
 		if errors.Is(err, store.ErrOverQuota) {
 			return fmt.Errorf("%w: %s", ErrOverQuota, acct.Address)
+		}
+		if errors.Is(err, store.ErrAccountDeleted) {
+			return fmt.Errorf("%w: %s (deleted)", ErrNoSuchUser, acct.Address)
 		}
 		return fmt.Errorf("deliver to %s: %w", acct.Address, err)
 	}

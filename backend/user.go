@@ -16,10 +16,11 @@ import (
 // User is an authenticated account: the handle through which a session
 // reads and changes its mail. It is safe for concurrent use.
 type User struct {
-	b    *Backend
-	acct store.Account
-	ms   *store.Mailstore
-	gone chan struct{}
+	b       *Backend
+	acct    store.Account
+	ms      *store.Mailstore
+	gone    chan struct{}
+	release func() // lets go of the account's mail file (store.Mailstore.Hold)
 }
 
 // Gone is closed when the account is deleted (Backend.DeleteUser): a
@@ -27,12 +28,14 @@ type User struct {
 // on every later command.
 func (u *User) Gone() <-chan struct{} { return u.gone }
 
-// Release tells the backend a session is done with this handle, so the
-// account's mail file may be closed when idle or removed once the account
-// is deleted. Sessions (IMAP, POP3, submission) call it exactly when they
-// end; it is safe to call more than once. (Until the store closes idle
-// files, there is nothing to release yet.)
-func (u *User) Release() {}
+// Release tells the backend a session is done with this handle: until
+// then the account's mail file stays open (it is never closed under a
+// session); after it the file may be closed when idle ([store] idle_close,
+// max_open_files), and a deleted account's file is removed once its last
+// session has released it. Sessions (IMAP, POP3, submission) call it
+// exactly once, when they end; more calls do nothing. The User must not be
+// used after it.
+func (u *User) Release() { u.release() }
 
 // Address returns the account's address.
 func (u *User) Address() string { return u.acct.Address }

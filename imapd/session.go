@@ -131,6 +131,9 @@ func (s *session) Close() error {
 		s.sel = nil
 	}
 	close(s.view.sessDone)
+	if s.user != nil {
+		s.user.Release()
+	}
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/roostmail/roost/backend"
@@ -66,8 +67,12 @@ type session struct {
 
 	user    *backend.User
 	release func() // the maildrop lock
-	mbox    backend.Mailbox
-	msgs    []message
+	// gone is set when the account is deleted during the session
+	// (backend.User.Gone); stopGone ends the goroutine that watches.
+	gone     atomic.Bool
+	stopGone chan struct{}
+	mbox     backend.Mailbox
+	msgs     []message
 
 	lineBuf []byte
 	copyBuf []byte
@@ -132,6 +137,9 @@ func (s *session) run() {
 		switch {
 		case errors.Is(err, errLineTooLong):
 			s.fail("line too long (at most %d octets with CRLF, RFC 2449 §4)", s.opts.MaxLineLength)
+		case s.gone.Load():
+			s.accountGone()
+			return
 		case err != nil:
 			s.readFailed(err)
 			return
@@ -182,6 +190,14 @@ func (s *session) readFailed(err error) {
 	}
 }
 
+// accountGone ends the session of an account that has been deleted: its
+// mail is gone, every later command would fail. Nothing is expunged.
+func (s *session) accountGone() {
+	s.log.Info("account deleted; closing the session")
+	s.fail("[SYS/PERM] this account has been deleted")
+	s.bw.Flush()
+}
+
 func (s *session) shutdownNotice() {
 	s.log.Info("closing for server shutdown", "state", s.stateName())
 	s.fail("[SYS/TEMP] server shutting down, try again later")
@@ -202,6 +218,12 @@ func (s *session) end() {
 		s.release()
 		s.release = nil
 	}
+	if s.stopGone != nil {
+		close(s.stopGone)
+	}
+	if s.user != nil {
+		s.user.Release()
+	}
 	s.stop()
 	s.conn.Close()
 	s.log.Debug("disconnected")
@@ -219,6 +241,10 @@ func (s *session) readCommand() (string, error) {
 func (s *session) armRead() error {
 	if err := s.raw.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout)); err != nil {
 		return err
+	}
+	if s.gone.Load() {
+		// Deleted while the last command ran: its wake-up came too early.
+		s.raw.SetReadDeadline(time.Now())
 	}
 	if s.srv.conns.Closing() {
 		// Shutdown may have set its deadline before ours: look again.
@@ -486,6 +512,9 @@ func (s *session) login(name, pass string) error {
 	}
 	log := s.log.With("user", u.Address())
 	release, err := u.LockMaildrop()
+	if err != nil {
+		u.Release()
+	}
 	if errors.Is(err, backend.ErrInUse) {
 		log.Info("maildrop in use by another session")
 		s.fail("[IN-USE] maildrop already in use by another POP3 session")
@@ -499,12 +528,22 @@ func (s *session) login(name, pass string) error {
 	mbox, msgs, err := loadMaildrop(u)
 	if err != nil {
 		release()
+		u.Release()
 		log.Error("open maildrop", "err", err)
 		s.fail("[SYS/TEMP] cannot open maildrop, try again later")
 		return nil
 	}
 	s.user, s.release, s.mbox, s.msgs = u, release, mbox, msgs
 	s.state = stateTransaction
+	s.stopGone = make(chan struct{})
+	go func() {
+		select {
+		case <-u.Gone():
+			s.gone.Store(true)
+			s.Interrupt() // wakes the command read
+		case <-s.stopGone:
+		}
+	}()
 	s.log = log
 	n, size := s.stat()
 	log.Info("logged in", "tls", s.isTLS, "messages", n, "octets", size)

@@ -229,11 +229,14 @@ func prepareRequest(req *request, env cliEnv) error {
 // runDirect opens the store itself (no server runs) and executes req.
 func runDirect(ctx context.Context, cfg *Config, req request) (response, error) {
 	b, err := backend.New(backend.Options{
-		DataDir:         cfg.DataDir,
-		Shards:          cfg.Shards,
-		Hostname:        cfg.Hostname,
-		MaxMessageBytes: backendMaxMessageBytes(cfg),
-		Logger:          slog.New(slog.DiscardHandler),
+		DataDir:            cfg.DataDir,
+		Shards:             cfg.Shards,
+		IdleClose:          cfg.Store.IdleClose,
+		MaxOpenFiles:       cfg.Store.MaxOpenFiles,
+		TombstoneRetention: cfg.Store.TombstoneRetention,
+		Hostname:           cfg.Hostname,
+		MaxMessageBytes:    backendMaxMessageBytes(cfg),
+		Logger:             slog.New(slog.DiscardHandler),
 	})
 	if errors.Is(err, store.ErrLocked) {
 		return response{}, fmt.Errorf("the store in %s is in use by another process (is roost serve running?), but no server answers on its control socket %s",

@@ -18,6 +18,7 @@ import (
 	"github.com/knadh/koanf/v2"
 
 	"github.com/roostmail/roost/backend"
+	"github.com/roostmail/roost/store"
 )
 
 // envPrefix starts every environment variable that sets a config key:
@@ -48,6 +49,7 @@ type Config struct {
 	// account. Fixed once accounts exist (store.Options.Shards).
 	Shards int `koanf:"shards" min:"0"`
 
+	Store      StoreConfig      `koanf:"store"`
 	Log        LogConfig        `koanf:"log"`
 	SMTP       SMTPConfig       `koanf:"smtp"`
 	LMTP       SMTPConfig       `koanf:"lmtp"`
@@ -57,6 +59,13 @@ type Config struct {
 	TLS        TLSConfig        `koanf:"tls"`
 	Auth       AuthConfig       `koanf:"auth"`
 	Autoconfig AutoconfigConfig `koanf:"autoconfig"`
+}
+
+// StoreConfig is [store]: the upkeep of the mail files (store.Options).
+type StoreConfig struct {
+	TombstoneRetention time.Duration `koanf:"tombstone_retention"`
+	IdleClose          time.Duration `koanf:"idle_close"`
+	MaxOpenFiles       int           `koanf:"max_open_files"`
 }
 
 // LogConfig is [log].
@@ -157,9 +166,14 @@ func defaultConfig() Config {
 	lmtp.Listen = "127.0.0.1:2424"
 	return Config{
 		DataDir: "./roost-data",
-		Log:     LogConfig{Level: "info", Format: "text"},
-		SMTP:    smtp,
-		LMTP:    lmtp,
+		Store: StoreConfig{
+			TombstoneRetention: store.DefaultTombstoneRetention,
+			IdleClose:          store.DefaultIdleClose,
+			MaxOpenFiles:       store.DefaultMaxOpenFiles,
+		},
+		Log:  LogConfig{Level: "info", Format: "text"},
+		SMTP: smtp,
+		LMTP: lmtp,
 		IMAP: IMAPConfig{
 			Listen:              "127.0.0.1:1143",
 			TLSListen:           "127.0.0.1:1993",

@@ -116,11 +116,14 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	}
 	m := newMetrics()
 	b, err := backend.New(backend.Options{
-		DataDir:         cfg.DataDir,
-		Shards:          cfg.Shards,
-		Hostname:        cfg.Hostname,
-		MaxMessageBytes: backendMaxMessageBytes(cfg),
-		LoginCacheTTL:   loginCacheTTL,
+		DataDir:            cfg.DataDir,
+		Shards:             cfg.Shards,
+		IdleClose:          cfg.Store.IdleClose,
+		MaxOpenFiles:       cfg.Store.MaxOpenFiles,
+		TombstoneRetention: cfg.Store.TombstoneRetention,
+		Hostname:           cfg.Hostname,
+		MaxMessageBytes:    backendMaxMessageBytes(cfg),
+		LoginCacheTTL:      loginCacheTTL,
 		Limiter: m.loginLimiter(backend.NewAuthLimiter(backend.AuthLimiterOptions{
 			MaxFailures: cfg.Auth.MaxFailures,
 			Window:      cfg.Auth.FailureWindow,
