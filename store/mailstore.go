@@ -244,7 +244,10 @@ func (mb *mbox) logChange(uid uint32, oldModSeq, modseq uint64, expunged bool) e
 	}
 	v := []byte{0}
 	if expunged {
-		v[0] = 1
+		// A tombstone: 1, then when (unix seconds), for purging after
+		// Options.TombstoneRetention. (Never in an append, which must not
+		// depend on the clock: see appendMessage.)
+		v = binary.BigEndian.AppendUint64([]byte{1}, uint64(time.Now().Unix()))
 	}
 	if modseq > mb.info.HighestModSeq {
 		mb.info.HighestModSeq = modseq

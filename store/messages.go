@@ -714,6 +714,9 @@ func (m *Mailstore) Expunge(mboxID uint64, uids []uint32, requireDeleted bool) (
 			return nil
 		}
 		addAccountSize(tx, -freed)
+		if _, err := mb.purgeTombstones(time.Now().Add(-m.s.opts.TombstoneRetention)); err != nil {
+			return err
+		}
 		return mb.save()
 	})
 	return out, err
