@@ -415,6 +415,66 @@ func (b *Backend) DeleteAlias(ctx context.Context, alias string) error {
 // Aliases lists aliases and their targets, sorted by alias.
 func (b *Backend) Aliases(ctx context.Context) ([][2]string, error) { return b.store.Aliases() }
 
+// Compacted is what compacting one mail file did.
+type Compacted = store.CompactResult
+
+// Compact rewrites the mail file of the account at address (all mail files
+// when address is "") to give back the space of deleted mail, while the
+// server runs: writes to the file wait while it is copied, reads go on.
+// progress, if not nil, gets the bytes copied so far over all files and
+// the estimated total. With shared files ([shards]), the account's file is
+// the one it shares.
+func (b *Backend) Compact(ctx context.Context, address string, progress func(done, total int64)) ([]Compacted, error) {
+	var accts []store.Account
+	if address == "" {
+		var err error
+		if accts, err = b.store.CompactFiles(); err != nil {
+			return nil, err
+		}
+	} else {
+		addr, err := NormalizeAddress(address)
+		if err != nil {
+			return nil, err
+		}
+		acct, err := b.store.Account(addr)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrNoSuchUser, addr)
+		}
+		accts = []store.Account{acct}
+	}
+	// The total is the files' sizes: an upper bound of what is copied.
+	sizes := make([]int64, len(accts))
+	var total int64
+	for i, a := range accts {
+		sizes[i] = b.store.MailFileSize(a.ID)
+		total += sizes[i]
+	}
+	var out []Compacted
+	var base int64
+	for i, a := range accts {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		var cb func(done, _ int64)
+		if progress != nil {
+			cb = func(done, _ int64) { progress(base+min(done, sizes[i]), total) }
+		}
+		res, err := b.store.Compact(a.ID, cb)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return out, err
+		}
+		base += sizes[i]
+		out = append(out, res)
+	}
+	if progress != nil {
+		progress(total, total)
+	}
+	return out, nil
+}
+
 // Backup writes a consistent copy of the whole store into dir while the
 // server runs. Restoring is copying the files back into an empty data_dir.
 func (b *Backend) Backup(ctx context.Context, dir string) error { return b.store.Backup(dir) }

@@ -33,6 +33,11 @@ type mailFile struct {
 	// failure is the store's sticky write failure (see writeFailure).
 	failure *writeFailure
 
+	// swap is held shared by every read of db and exclusively while the
+	// file is replaced by its compacted copy (the committer's own use of
+	// db needs no lock: it is the one that swaps).
+	swap sync.RWMutex
+
 	reqs chan *writeReq
 	ckpt chan struct{} // a checkpoint is due (buffered, 1)
 	quit chan struct{}
@@ -60,9 +65,12 @@ type mailFile struct {
 
 // writeReq is one write waiting for the committer.
 type writeReq struct {
-	fn  func(tx *bolt.Tx) error
-	app *appendRecord // set for an Append, which may go through the journal
-	err error
+	fn func(tx *bolt.Tx) error
+	// exclusive, instead of fn, is a job that runs alone in the committer
+	// (compaction): no write of the file runs meanwhile.
+	exclusive func() error
+	app       *appendRecord // set for an Append, which may go through the journal
+	err       error
 	// done receives err once the write is durable or has failed.
 	done chan error
 }
@@ -183,7 +191,7 @@ func (f *mailFile) committer() {
 				if len(group) == 0 {
 					break
 				}
-				f.commit(group)
+				f.commitInOrder(group)
 			}
 			if err := f.checkpoint(); err != nil {
 				f.log.Error("checkpoint at close failed", "err", err)
@@ -205,8 +213,38 @@ func (f *mailFile) committer() {
 				break drain
 			}
 		}
-		f.commit(group)
+		f.commitInOrder(group)
 	}
+}
+
+// commitInOrder commits the writes of group, running an exclusive job
+// alone at its place in the order.
+func (f *mailFile) commitInOrder(group []*writeReq) {
+	start := 0
+	for i, r := range group {
+		if r.exclusive == nil {
+			continue
+		}
+		if i > start {
+			f.commit(group[start:i])
+		}
+		r.err = f.failure.get()
+		if r.err == nil {
+			r.err = r.exclusive()
+		}
+		r.done <- r.err
+		start = i + 1
+	}
+	if start < len(group) {
+		f.commit(group[start:])
+	}
+}
+
+// viewDB runs fn in a read transaction of the file.
+func (f *mailFile) viewDB(fn func(*bolt.Tx) error) error {
+	f.swap.RLock()
+	defer f.swap.RUnlock()
+	return f.db.View(fn)
 }
 
 // commit makes a group durable, through the journal when it can.

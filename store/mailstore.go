@@ -155,7 +155,7 @@ func (m *Mailstore) view(fn func(tx *atx) error) error {
 		return err
 	}
 	defer m.s.release(f)
-	return f.db.View(inAccount(m.key, fn))
+	return f.viewDB(inAccount(m.key, fn))
 }
 
 // nextModSeq hands out the account's next modseq.

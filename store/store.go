@@ -714,7 +714,7 @@ func (s *Store) Backup(dir string) error {
 		if err != nil {
 			return fmt.Errorf("backup %s: %w", a.Address, err)
 		}
-		err = backupDB(f.db, filepath.Join(dir, f.rel))
+		err = backupFile(f, filepath.Join(dir, f.rel))
 		s.release(f)
 		if err != nil {
 			return err
@@ -724,8 +724,16 @@ func (s *Store) Backup(dir string) error {
 }
 
 func backupDB(db *bolt.DB, path string) error {
+	return backupWith(db.View, path)
+}
+
+func backupFile(f *mailFile, path string) error {
+	return backupWith(f.viewDB, path)
+}
+
+func backupWith(view func(func(*bolt.Tx) error) error, path string) error {
 	tmp := path + ".tmp"
-	err := db.View(func(tx *bolt.Tx) error {
+	err := view(func(tx *bolt.Tx) error {
 		return tx.CopyFile(tmp, 0o600)
 	})
 	if err == nil {

@@ -75,7 +75,7 @@ func (s *Store) purgeOpenFiles(now time.Time) {
 	s.mu.Unlock()
 	var ids []uint64
 	for _, f := range files {
-		f.db.View(func(tx *bolt.Tx) error {
+		f.viewDB(func(tx *bolt.Tx) error {
 			return tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
 				if len(name) == 9 && name[0] == 'a' {
 					ids = append(ids, binary.BigEndian.Uint64(name[1:]))

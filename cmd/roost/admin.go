@@ -30,24 +30,25 @@ type admin struct {
 }
 
 // do executes req. Errors become one-line messages in the response.
-func (a *admin) do(ctx context.Context, req request) response {
-	lines, err := a.exec(ctx, req)
+// progress gets the progress of a long operation (compact); nil: none.
+func (a *admin) do(ctx context.Context, req request, progress func(done, total int64)) response {
+	lines, err := a.exec(ctx, req, progress)
 	if err != nil {
 		return response{Error: oneLine(err.Error())}
 	}
 	return response{OK: true, Lines: lines}
 }
 
-func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
+func (a *admin) exec(ctx context.Context, req request, progress func(done, total int64)) ([]string, error) {
 	want := map[string]int{
 		opPing: 0, opStatus: 0, opUserAdd: 1, opUserPasswd: 1, opUserDel: 1, opUserList: 0,
-		opAliasAdd: 2, opAliasDel: 1, opAliasList: 0, opBackup: 1,
+		opAliasAdd: 2, opAliasDel: 1, opAliasList: 0, opBackup: 1, opCompact: -1,
 	}
 	n, ok := want[req.Op]
 	if !ok {
 		return nil, fmt.Errorf("unknown operation %q", req.Op)
 	}
-	if len(req.Args) != n {
+	if n < 0 && len(req.Args) > 1 || n >= 0 && len(req.Args) != n {
 		return nil, fmt.Errorf("%s takes %d arguments, got %d", req.Op, n, len(req.Args))
 	}
 	b := a.b
@@ -125,6 +126,17 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 			return nil, fmt.Errorf("backup to %s: %w", dir, err)
 		}
 		return []string{"backup written to " + dir}, nil
+	case opCompact:
+		addr := ""
+		if len(req.Args) == 1 {
+			addr = req.Args[0]
+		}
+		res, err := b.Compact(ctx, addr, progress)
+		lines := make([]string, 0, len(res))
+		for _, r := range res {
+			lines = append(lines, fmt.Sprintf("%s\tbefore=%d\tafter=%d", r.File, r.Before, r.After))
+		}
+		return lines, wrapAdmin("compact", addr, err)
 	}
 	return nil, fmt.Errorf("unknown operation %q", req.Op)
 }
@@ -172,12 +184,18 @@ func runAdmin(ctx context.Context, cfg *Config, req request, env cliEnv) error {
 		return err
 	}
 	sock := controlSocketPath(cfg.DataDir)
-	resp, err := callControl(ctx, sock, req)
+	var progress func(done, total int64)
+	if req.Op == opCompact {
+		bar := newProgressBar(env.stderr, "compacting")
+		defer bar.finish()
+		progress = bar.update
+	}
+	resp, err := callControl(ctx, sock, req, progress)
 	switch {
 	case errors.Is(err, errNoServer) && req.Op == opStatus:
 		return fmt.Errorf("roost is not running (no server answers on %s)", sock)
 	case errors.Is(err, errNoServer):
-		resp, err = runDirect(ctx, cfg, req)
+		resp, err = runDirect(ctx, cfg, req, progress)
 		if err != nil {
 			return err
 		}
@@ -209,6 +227,14 @@ func prepareRequest(req *request, env cliEnv) error {
 			}
 			req.Args[i] = n
 		}
+	case opCompact:
+		for i, a := range req.Args {
+			n, err := backend.NormalizeAddress(a)
+			if err != nil {
+				return err
+			}
+			req.Args[i] = n
+		}
 	case opBackup:
 		dir, err := filepath.Abs(req.Args[0])
 		if err != nil {
@@ -227,7 +253,7 @@ func prepareRequest(req *request, env cliEnv) error {
 }
 
 // runDirect opens the store itself (no server runs) and executes req.
-func runDirect(ctx context.Context, cfg *Config, req request) (response, error) {
+func runDirect(ctx context.Context, cfg *Config, req request, progress func(done, total int64)) (response, error) {
 	b, err := backend.New(backend.Options{
 		DataDir:            cfg.DataDir,
 		Shards:             cfg.Shards,
@@ -246,7 +272,7 @@ func runDirect(ctx context.Context, cfg *Config, req request) (response, error) 
 		return response{}, fmt.Errorf("open store: %w", err)
 	}
 	a := &admin{b: b, dataDir: cfg.DataDir}
-	resp := a.do(ctx, req)
+	resp := a.do(ctx, req, progress)
 	if err := b.Close(); err != nil && resp.OK {
 		return response{}, fmt.Errorf("close store: %w", err)
 	}

@@ -17,7 +17,11 @@ package main
 //
 // Ops: ping, status, user.add, user.passwd (both with "password"), user.del,
 // user.list, alias.add (args: alias, account), alias.del, alias.list,
-// backup (args: an absolute directory). "lines" is what the CLI prints.
+// backup (args: an absolute directory), compact (args: none, or an
+// address). "lines" is what the CLI prints. Before its answer, a long
+// operation (compact) may send progress lines, which the client shows:
+//
+//	← {"progress":{"done":1048576,"total":56623104}}
 
 import (
 	"bufio"
@@ -47,6 +51,7 @@ const (
 	opAliasDel   = "alias.del"
 	opAliasList  = "alias.list"
 	opBackup     = "backup"
+	opCompact    = "compact"
 )
 
 // controlSocketName is the socket's file name inside data_dir.
@@ -77,6 +82,14 @@ type response struct {
 	OK    bool     `json:"ok"`
 	Lines []string `json:"lines,omitempty"`
 	Error string   `json:"error,omitempty"`
+	// Progress, when set, makes this a progress report, not the answer.
+	Progress *progressReport `json:"progress,omitempty"`
+}
+
+// progressReport says how far a long operation has come (bytes).
+type progressReport struct {
+	Done  int64 `json:"done"`
+	Total int64 `json:"total"`
 }
 
 func controlSocketPath(dataDir string) string {
@@ -88,7 +101,8 @@ func controlSocketPath(dataDir string) string {
 var errNoServer = errors.New("no server answers on the control socket")
 
 // callControl sends one request to the server behind the control socket.
-func callControl(ctx context.Context, path string, req request) (response, error) {
+// Progress reports before the answer go to progress (which may be nil).
+func callControl(ctx context.Context, path string, req request, progress func(done, total int64)) (response, error) {
 	if len(path) > maxUnixPath {
 		// No server can have bound it either.
 		return response{}, errNoServer
@@ -112,16 +126,25 @@ func callControl(ctx context.Context, path string, req request) (response, error
 	if _, err := c.Write(append(line, '\n')); err != nil {
 		return response{}, fmt.Errorf("control socket %s: send: %w", path, err)
 	}
-	var resp response
 	r := bufio.NewReader(c)
-	reply, err := r.ReadBytes('\n')
-	if err != nil {
-		return response{}, fmt.Errorf("control socket %s: no answer from the server (it may be shutting down): %w", path, err)
+	for {
+		var resp response
+		reply, err := r.ReadBytes('\n')
+		if err != nil {
+			return response{}, fmt.Errorf("control socket %s: no answer from the server (it may be shutting down): %w", path, err)
+		}
+		if err := json.Unmarshal(reply, &resp); err != nil {
+			return response{}, fmt.Errorf("control socket %s: bad answer: %w", path, err)
+		}
+		if resp.Progress == nil {
+			return resp, nil
+		}
+		// Still working: the reply deadline starts again.
+		c.SetDeadline(time.Now().Add(controlReplyWait))
+		if progress != nil {
+			progress(resp.Progress.Done, resp.Progress.Total)
+		}
 	}
-	if err := json.Unmarshal(reply, &resp); err != nil {
-		return response{}, fmt.Errorf("control socket %s: bad answer: %w", path, err)
-	}
-	return resp, nil
 }
 
 // listenUnix listens on a unix socket at path with the given file mode,
@@ -243,7 +266,7 @@ func (s *controlServer) handle(c net.Conn, log *slog.Logger) {
 		if err := json.Unmarshal(line, &req); err != nil {
 			resp = response{Error: "malformed request: " + err.Error()}
 		} else {
-			resp = s.admin.do(context.Background(), req)
+			resp = s.admin.do(context.Background(), req, progressWriter(c))
 			switch {
 			case req.Op == opPing || req.Op == opStatus:
 			case resp.OK:
@@ -258,6 +281,17 @@ func (s *controlServer) handle(c net.Conn, log *slog.Logger) {
 		}
 		if !s.setBusy(c, false) {
 			return
+		}
+	}
+}
+
+// progressWriter sends progress reports to c, at most a few a second.
+func progressWriter(c net.Conn) func(done, total int64) {
+	var last time.Time
+	return func(done, total int64) {
+		if now := time.Now(); now.Sub(last) >= 200*time.Millisecond || done == total {
+			last = now
+			writeResponse(c, response{Progress: &progressReport{Done: done, Total: total}})
 		}
 	}
 }

@@ -31,6 +31,8 @@ Usage:
   roost alias del ALIAS            remove an alias
   roost alias list                 list aliases: ALIAS, then its account
   roost backup DIR                 write a consistent copy of the store into DIR
+  roost compact [ADDRESS]          rewrite mail files to give back the space of deleted mail
+                                   (one account's, or all); the server may keep running
   roost dns DOMAIN                 print the DNS records to publish for DOMAIN
   roost status                     show whether a server runs, and its listeners
   roost version                    print the version
@@ -178,6 +180,11 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 			return err
 		}
 		req = request{Op: opBackup, Args: args}
+	case "compact":
+		if len(args) > 1 {
+			return usagef("usage: roost compact [ADDRESS]")
+		}
+		req = request{Op: opCompact, Args: args}
 	case "dns":
 		if err := wantArgs(args, 1, "dns DOMAIN"); err != nil {
 			return err
