@@ -15,6 +15,14 @@ package store
 // record torn by a crash, or left in a file by an earlier use, ends the
 // segment where it starts. A length of zero also ends it.
 //
+// Segments are written in place, never appended to: each is allocated in
+// full (zero-filled) before use, and a dead one is recycled as the next
+// spare (journal/spare.wal). Overwriting allocated blocks changes no file
+// system metadata, so the fdatasync of a journal write is one flush of its
+// own data; growing a file would make it a file system journal commit,
+// which on ext4 (data=ordered) first writes out the dirty data of every
+// other file with new blocks: every mail file written since.
+//
 // Payload: kind(1), then by kind
 //
 //	recPin:    file, meta page image: the file's durable state to restore
@@ -50,9 +58,10 @@ const (
 	walMagic      = "ROOSTWAL"
 	walHeaderSize = len(walMagic) + 8
 	walSuffix     = ".wal"
+	walSpare      = "spare" + walSuffix
 
-	// walSegmentSize is where a segment ends and the next begins. Dead
-	// segments (every file they mention checkpointed since) are deleted.
+	// walSegmentSize is the size of a segment. Dead segments (every file
+	// they mention checkpointed since) are recycled or deleted.
 	walSegmentSize = 64 << 20
 	// maxJournaledAppend is the largest message that goes through the
 	// journal; a larger one is written directly (one bbolt commit with its
@@ -78,16 +87,21 @@ type journal struct {
 	quit chan struct{}
 	done chan struct{}
 
+	// segMax is the segment size (walSegmentSize; smaller in tests).
+	segMax int64
+
 	// Written by the journal goroutine only.
 	seg     *os.File
 	segNum  uint64
 	segSize int64
 	buf     []byte
+	spareWG sync.WaitGroup // a spare being made
 
-	mu      sync.Mutex
-	pinSegs map[string]uint64 // file -> segment holding its current pin record
-	oldest  uint64            // lowest segment still on disk
-	failed  error             // sticky: the journal could not be written
+	mu       sync.Mutex
+	pinSegs  map[string]uint64 // file -> segment holding its current pin record
+	oldest   uint64            // lowest segment still on disk
+	failed   error             // sticky: the journal could not be written
+	hasSpare bool              // spare.wal exists (or is being made)
 }
 
 // journalReq is one committer's records, written and synced together.
@@ -99,9 +113,19 @@ type journalReq struct {
 }
 
 func openJournal(dir string, noSync bool, syncs *atomic.Uint64, log *slog.Logger) *journal {
-	return &journal{dir: dir, noSync: noSync, log: log, syncs: syncs,
+	j := &journal{dir: dir, noSync: noSync, log: log, syncs: syncs, segMax: walSegmentSize,
 		reqs: make(chan *journalReq, 1024), quit: make(chan struct{}), done: make(chan struct{}),
 		pinSegs: make(map[string]uint64)}
+	if _, err := os.Stat(filepath.Join(dir, walSpare)); err == nil {
+		j.hasSpare = true
+	}
+	// Half-made segments of a crash.
+	if tmps, err := filepath.Glob(filepath.Join(dir, "*"+walSuffix+".tmp")); err == nil {
+		for _, t := range tmps {
+			os.Remove(t)
+		}
+	}
+	return j
 }
 
 // segmentPath is the file of segment n.
@@ -143,18 +167,30 @@ func (j *journal) start(after uint64) error {
 	return nil
 }
 
-// newSegment creates segment n, writes its header and makes the file's
-// existence durable (the directory is synced), and makes it current.
+// newSegment makes segment n, allocated in full, with its header durable
+// (and its name, by a directory sync), and makes it current. It uses the
+// spare when there is one, and has the next spare made in the background.
 func (j *journal) newSegment(n uint64) error {
-	f, err := os.OpenFile(j.segmentPath(n), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	j.spareWG.Wait()
+	path := j.segmentPath(n)
+	j.mu.Lock()
+	spare := j.hasSpare
+	j.hasSpare = false
+	j.mu.Unlock()
+	if !spare || os.Rename(filepath.Join(j.dir, walSpare), path) != nil {
+		if err := j.allocate(path); err != nil {
+			return fmt.Errorf("journal: new segment: %w", err)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	hdr := make([]byte, walHeaderSize)
 	copy(hdr, walMagic)
 	binary.BigEndian.PutUint64(hdr[len(walMagic):], n)
-	if _, err := f.Write(hdr); err == nil && !j.noSync {
-		if err = f.Sync(); err == nil {
+	if _, err := f.WriteAt(hdr, 0); err == nil && !j.noSync {
+		if err = fdatasyncFile(f); err == nil {
 			err = syncPath(j.dir)
 		}
 	}
@@ -166,7 +202,55 @@ func (j *journal) newSegment(n uint64) error {
 		j.seg.Close()
 	}
 	j.seg, j.segNum, j.segSize = f, n, int64(walHeaderSize)
+	j.makeSpare()
 	return nil
+}
+
+// allocate creates a zero-filled segment file at path, synced. (Zeros
+// written, not a hole or fallocate: both would leave the blocks to be
+// allocated or converted, metadata changes, at the first write.)
+func (j *journal) allocate(path string) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	zeros := make([]byte, 1<<20)
+	for off := int64(0); off < j.segMax && err == nil; off += int64(len(zeros)) {
+		_, err = f.WriteAt(zeros[:min(int64(len(zeros)), j.segMax-off)], off)
+	}
+	if err == nil && !j.noSync {
+		err = f.Sync()
+	}
+	f.Close()
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// makeSpare has a spare segment made in the background, if there is none.
+func (j *journal) makeSpare() {
+	j.mu.Lock()
+	if j.hasSpare {
+		j.mu.Unlock()
+		return
+	}
+	j.hasSpare = true
+	j.mu.Unlock()
+	j.spareWG.Add(1)
+	go func() {
+		defer j.spareWG.Done()
+		if err := j.allocate(filepath.Join(j.dir, walSpare)); err != nil {
+			j.log.Warn("journal: making a spare segment failed", "err", err)
+			j.mu.Lock()
+			j.hasSpare = false
+			j.mu.Unlock()
+		}
+	}()
 }
 
 // append writes recs and returns once they are durable. pin and clean name
@@ -185,6 +269,7 @@ func (j *journal) append(recs [][]byte, pin, clean string) error {
 func (j *journal) close() error {
 	close(j.quit)
 	<-j.done
+	j.spareWG.Wait()
 	j.removeDead()
 	if j.seg != nil {
 		return j.seg.Close()
@@ -275,7 +360,7 @@ func (j *journal) writeBatch(batch []*journalReq) error {
 	for _, r := range batch {
 		size += r.size()
 	}
-	if j.segSize+int64(size) > walSegmentSize && j.segSize > int64(walHeaderSize) {
+	if j.segSize+int64(size) > j.segMax && j.segSize > int64(walHeaderSize) {
 		if err := j.newSegment(j.segNum + 1); err != nil {
 			return err
 		}
@@ -334,9 +419,32 @@ func (j *journal) removeDead() {
 	}
 	j.mu.Unlock()
 	for n := from; n < keep; n++ {
-		if err := os.Remove(j.segmentPath(n)); err != nil && !os.IsNotExist(err) {
-			j.log.Warn("journal: removing a dead segment failed", "segment", n, "err", err)
+		j.retire(j.segmentPath(n))
+	}
+}
+
+// retire recycles a dead segment as the spare if there is none, else
+// deletes it. (Its old records cannot be mistaken for new ones: their
+// checksums include the old segment number.)
+func (j *journal) retire(path string) {
+	j.mu.Lock()
+	recycle := !j.hasSpare
+	if recycle {
+		j.hasSpare = true
+	}
+	j.mu.Unlock()
+	if recycle {
+		if fi, err := os.Stat(path); err == nil && fi.Size() >= j.segMax {
+			if err := os.Rename(path, filepath.Join(j.dir, walSpare)); err == nil {
+				return
+			}
 		}
+		j.mu.Lock()
+		j.hasSpare = false
+		j.mu.Unlock()
+	}
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		j.log.Warn("journal: removing a dead segment failed", "file", filepath.Base(path), "err", err)
 	}
 }
 
@@ -527,6 +635,9 @@ func (j *journal) readSegment(n uint64) ([]walEntry, error) {
 type fileState struct {
 	meta    []byte
 	appends []*appendRecord
+	// unpinned: appends were read that no pin record precedes; a clean
+	// or pin record must come after them.
+	unpinned bool
 }
 
 // readAll reads every segment and returns the state of each file it
@@ -552,16 +663,24 @@ func (j *journal) readAll() (map[string]*fileState, uint64, error) {
 			}
 			switch e.kind {
 			case recPin:
-				st.meta, st.appends = e.meta, nil
+				st.meta, st.appends, st.unpinned = e.meta, nil, false
 			case recClean:
-				st.meta, st.appends = nil, nil
+				st.meta, st.appends, st.unpinned = nil, nil, false
 			case recAppend:
 				if st.meta == nil {
-					// Appends are only journaled for a pinned file.
-					return nil, 0, fmt.Errorf("journal: append for %s without a pin record", e.file)
+					// Its pin record was in a segment deleted because a
+					// later record (clean, or a new pin) for the file
+					// made it dead: that record must follow.
+					st.unpinned = true
+					continue
 				}
 				st.appends = append(st.appends, e.app)
 			}
+		}
+	}
+	for file, st := range files {
+		if st.unpinned {
+			return nil, 0, fmt.Errorf("journal: appends for %s without a pin record", file)
 		}
 	}
 	return files, last, nil
@@ -576,9 +695,7 @@ func (j *journal) removeUpTo(n uint64) error {
 	}
 	for _, s := range segs {
 		if s <= n {
-			if err := os.Remove(j.segmentPath(s)); err != nil {
-				return fmt.Errorf("journal: %w", err)
-			}
+			j.retire(j.segmentPath(s))
 		}
 	}
 	return nil

@@ -165,6 +165,8 @@ type Options struct {
 
 	// checkpointAge overrides the constant of that name (tests).
 	checkpointAge time.Duration
+	// journalSegmentSize overrides walSegmentSize (tests).
+	journalSegmentSize int64
 	// journalGate, if set, holds the journal writer before each batch
 	// until it receives (tests: to make a batch of a known size).
 	journalGate chan struct{}
@@ -303,6 +305,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.journal = openJournal(jdir, opts.NoSync, &s.syncs, s.log)
 	s.journal.gate = opts.journalGate
+	if opts.journalSegmentSize > 0 {
+		s.journal.segMax = opts.journalSegmentSize
+	}
 	if err := s.recover(); err != nil {
 		db.Close()
 		return nil, err
