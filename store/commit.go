@@ -50,6 +50,7 @@ type mailFile struct {
 
 	// Only the committer goroutine uses these.
 	pin       *bolt.Tx // read transaction at the state the journal would restore; nil: clean
+	pinnedTxs int      // unsynced commits since the pin
 	journalOK bool     // meta pages can be read back: journaled writes allowed
 	mappedLB  int64    // a lower bound of the size bbolt has mapped
 	hwm       int64    // the file's high-water mark after the last commit
@@ -346,7 +347,19 @@ func (f *mailFile) commitJournaled(group []*writeReq) {
 	f.db.NoSync = f.opts.NoSync
 	f.noteSize(false)
 	reply(group, nil)
+	// While pinned, bbolt keeps every page freed since as pending, and
+	// walks them all at each commit: bound how many pile up (and how much
+	// the file grows) with a checkpoint every so many commits.
+	if f.pinnedTxs++; f.pinnedTxs >= maxPinnedCommits {
+		if err := f.checkpoint(); err != nil {
+			f.log.Error("checkpoint failed", "err", err)
+		}
+	}
 }
+
+// maxPinnedCommits is how many unsynced commits a pinned file takes before
+// it is checkpointed.
+const maxPinnedCommits = 200
 
 // checkpoint makes a pinned file clean: it syncs the file, so that its
 // current state is durable, and records that in the journal. Only then is
@@ -369,6 +382,7 @@ func (f *mailFile) checkpoint() error {
 	}
 	f.pin.Rollback()
 	f.pin = nil
+	f.pinnedTxs = 0
 	f.pinnedAt.Store(0)
 	return nil
 }
