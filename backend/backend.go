@@ -67,6 +67,7 @@ var (
 	ErrTooBig            = errors.New("message too big")
 	ErrExists            = store.ErrExists
 	ErrNotFound          = store.ErrNotFound
+	ErrNoStore           = store.ErrNoStore
 )
 
 // Separator is the mailbox hierarchy separator.
@@ -108,6 +109,9 @@ type Options struct {
 	Shards int
 	// NoSync skips fsync (tests only).
 	NoSync bool
+	// MustExist makes New fail with ErrNoStore where DataDir holds no
+	// store, instead of creating one (for admin tools).
+	MustExist bool
 	// OnDeliver, if set, is called after every Deliver with its
 	// per-recipient results (nil: stored), e.g. to count deliveries for
 	// metrics. It runs on the delivering goroutine and must not block.
@@ -163,7 +167,7 @@ func New(opts Options) (*Backend, error) {
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()
 	}
-	st, err := store.Open(store.Options{Dir: opts.DataDir, Shards: opts.Shards, NoSync: opts.NoSync, Logger: opts.Logger})
+	st, err := store.Open(store.Options{Dir: opts.DataDir, Shards: opts.Shards, NoSync: opts.NoSync, MustExist: opts.MustExist, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}

@@ -35,12 +35,20 @@ var (
 	ErrModified      = errors.New("modified since")
 	ErrInvalidName   = errors.New("invalid name")
 	ErrMailboxLocked = errors.New("mailbox is locked")
+	// ErrNoStore is returned by Open with Options.MustExist when the
+	// directory holds no store.
+	ErrNoStore = errors.New("no store here")
 )
 
 // Options configure Open.
 type Options struct {
-	// Dir holds roost.db and accounts/*.db. It is created if missing.
+	// Dir holds roost.db and accounts/*.db. It is created if missing,
+	// unless MustExist is set.
 	Dir string
+	// MustExist makes Open fail with ErrNoStore instead of creating a
+	// store where there is none (admin tools must not create a second,
+	// empty store beside the server's).
+	MustExist bool
 	// NoSync skips fsync. Only for tests: a success reply must mean durable.
 	NoSync bool
 	// Shards is how many mail files the accounts share. 0 gives every
@@ -87,6 +95,19 @@ var (
 
 const schemaVersion = 1
 
+// globalFileName is the file of accounts and aliases inside Dir; its
+// presence is what makes a directory a store.
+const globalFileName = "roost.db"
+
+// Exists reports whether dir holds a store.
+func Exists(dir string) (bool, error) {
+	_, err := os.Stat(filepath.Join(dir, globalFileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // Open opens (creating if needed) the store in opts.Dir.
 func Open(opts Options) (*Store, error) {
 	if opts.Dir == "" {
@@ -101,13 +122,22 @@ func Open(opts Options) (*Store, error) {
 	if opts.Shards < 0 {
 		return nil, fmt.Errorf("store: shards must be >= 0, not %d", opts.Shards)
 	}
+	if opts.MustExist {
+		ok, err := Exists(opts.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		if !ok {
+			return nil, fmt.Errorf("store: %s: %w", opts.Dir, ErrNoStore)
+		}
+	}
 	if err := os.MkdirAll(filepath.Join(opts.Dir, "accounts"), 0o700); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", opts.Dir, err)
 	}
 	if err := os.MkdirAll(filepath.Join(opts.Dir, "mail"), 0o700); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", opts.Dir, err)
 	}
-	db, err := openBolt(filepath.Join(opts.Dir, "roost.db"), opts, 0)
+	db, err := openBolt(filepath.Join(opts.Dir, globalFileName), opts, 0)
 	if err != nil {
 		return nil, err
 	}

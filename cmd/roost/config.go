@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -54,6 +55,7 @@ type Config struct {
 	IMAP       IMAPConfig       `koanf:"imap"`
 	POP3       POP3Config       `koanf:"pop3"`
 	HTTP       HTTPConfig       `koanf:"http"`
+	Metrics    MetricsConfig    `koanf:"metrics"`
 	TLS        TLSConfig        `koanf:"tls"`
 	Auth       AuthConfig       `koanf:"auth"`
 	Autoconfig AutoconfigConfig `koanf:"autoconfig"`
@@ -105,8 +107,16 @@ type POP3Config struct {
 	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
 }
 
-// HTTPConfig is [http]: autoconfiguration, /metrics and /healthz.
+// HTTPConfig is [http]: autoconfiguration and /healthz, the listener
+// published (behind a proxy) as autoconfig.<domain>.
 type HTTPConfig struct {
+	Listen string `koanf:"listen" listen:"tcp"`
+}
+
+// MetricsConfig is [metrics]: /metrics (and /healthz) on a listener of
+// its own, so that publishing the autoconfiguration listener does not
+// publish the metrics.
+type MetricsConfig struct {
 	Listen string `koanf:"listen" listen:"tcp"`
 }
 
@@ -182,8 +192,9 @@ func defaultConfig() Config {
 			MaxFailedLogins:     3,
 			AuthFailureDelay:    2 * time.Second,
 		},
-		HTTP: HTTPConfig{Listen: "127.0.0.1:8080"},
-		TLS:  TLSConfig{HandshakeTimeout: 30 * time.Second},
+		HTTP:    HTTPConfig{Listen: "127.0.0.1:8080"},
+		Metrics: MetricsConfig{Listen: "127.0.0.1:9154"},
+		TLS:     TLSConfig{HandshakeTimeout: 30 * time.Second},
 		Auth: AuthConfig{
 			Plaintext:     string(backend.PlaintextTLSOrLoopback),
 			MaxFailures:   10,
@@ -334,6 +345,14 @@ func loadConfig(path string, environ []string) (*Config, error) {
 		}
 	}
 
+	// data_dir is made absolute once, here: every message then names the
+	// directory really used, and the control socket path does not depend
+	// on a later change of directory.
+	abs, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data_dir %q: %w", cfg.DataDir, err)
+	}
+	cfg.DataDir = abs
 	if !set["lmtp.max_message_bytes"] {
 		cfg.LMTP.MaxMessageBytes = cfg.SMTP.MaxMessageBytes
 	}

@@ -22,7 +22,8 @@ import (
 const usage = `Roost: a mailbox server (SMTP/LMTP in, IMAP and POP3 out).
 
 Usage:
-  roost serve                      run the server (all configured listeners)
+  roost serve                      run the server (all configured listeners); creates the store on first start
+  roost init                       create an empty store in data_dir without starting the server
   roost user add ADDRESS           create an account (password read from stdin or prompted)
   roost user passwd ADDRESS        change an account's password
   roost user del ADDRESS           delete an account, its aliases and all its mail
@@ -41,7 +42,8 @@ Global flag (anywhere on the command line):
 
 Admin commands work whether or not "roost serve" runs with the same config:
 they use its control socket (data_dir/control.sock) when it answers, and
-open the store directly otherwise.
+open the store directly otherwise. They never create a store: with no
+server and no store at data_dir they fail and say where they looked.
 `
 
 // Exit codes.
@@ -167,6 +169,10 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 		if err := wantArgs(args, 0, "serve"); err != nil {
 			return err
 		}
+	case "init":
+		if err := wantArgs(args, 0, "init"); err != nil {
+			return err
+		}
 	case "user", "alias":
 		r, err := parseAdmin(cmd, args)
 		if err != nil {
@@ -200,6 +206,8 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 		return serve(ctx, cfg, env.stderr)
 	case "dns":
 		return printDNS(cfg, args[0], env.stdout)
+	case "init":
+		return runInit(ctx, cfg, env)
 	}
 	return runAdmin(ctx, cfg, req, env)
 }

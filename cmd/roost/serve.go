@@ -183,6 +183,14 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		}
 		opened = append(opened, httpLn)
 	}
+	var metricsLn net.Listener
+	if cfg.Metrics.Listen != "" {
+		metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return fail(fmt.Errorf("metrics listener (metrics.listen = %q): %w", cfg.Metrics.Listen, err))
+		}
+		opened = append(opened, metricsLn)
+	}
 
 	status := func() []string {
 		lines := []string{"pid\t" + strconv.Itoa(os.Getpid()), "data_dir\t" + cfg.DataDir}
@@ -191,6 +199,9 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		}
 		if httpLn != nil {
 			lines = append(lines, "http\t"+httpLn.Addr().String())
+		}
+		if metricsLn != nil {
+			lines = append(lines, "metrics\t"+metricsLn.Addr().String())
 		}
 		return append(lines, "tls_fingerprint\t"+cm.Fingerprint())
 	}
@@ -216,13 +227,23 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	}
 	var httpSrv *http.Server
 	if httpLn != nil {
-		httpSrv = newHTTPServer(cfg, b, m, log)
+		httpSrv = newHTTPServer(cfg, b, log)
 		go func() {
 			if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http on %s: %w", httpLn.Addr(), err)
 			}
 		}()
 		log.Info("listening", "service", "http", "addr", httpLn.Addr().String())
+	}
+	var metricsSrv *http.Server
+	if metricsLn != nil {
+		metricsSrv = newMetricsServer(m, log)
+		go func() {
+			if err := metricsSrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics on %s: %w", metricsLn.Addr(), err)
+			}
+		}()
+		log.Info("listening", "service", "metrics", "addr", metricsLn.Addr().String())
 	}
 	log.Info(readyMessage, "pid", os.Getpid(), "data_dir", cfg.DataDir, "hostname", cfg.Hostname,
 		"control_socket", controlSocketPath(cfg.DataDir), "tls_fingerprint", cm.Fingerprint())
@@ -296,6 +317,9 @@ wait:
 	if httpSrv != nil {
 		shutdown("http", httpSrv.Shutdown)
 	}
+	if metricsSrv != nil {
+		shutdown("metrics", metricsSrv.Shutdown)
+	}
 	wg.Wait()
 	// Servers close their listeners; make sure the socket files are gone
 	// before the store lock is released to a possible next server.
@@ -329,16 +353,33 @@ func listenerAddr(ln net.Listener) string {
 	return ln.Addr().String()
 }
 
-// newHTTPServer serves mail-client autoconfiguration, /metrics and /healthz.
-func newHTTPServer(cfg *Config, b *backend.Backend, m *metrics, log *slog.Logger) *http.Server {
+// healthz answers "ok" while the server runs (for load balancers and
+// container health checks).
+func healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ok\n")
+}
+
+// newHTTPServer serves mail-client autoconfiguration and /healthz. It is
+// the listener published as autoconfig.<domain>, so it serves no metrics.
+func newHTTPServer(cfg *Config, b *backend.Backend, log *slog.Logger) *http.Server {
 	hlog := log.With("service", "http")
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", m.handler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok\n")
-	})
+	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("/", autoconfig.NewHandler(autoconfigOptions(cfg, b.Domains, hlog)))
+	return newHTTPServerFor(mux, hlog)
+}
+
+// newMetricsServer serves /metrics and /healthz on [metrics] listen.
+func newMetricsServer(m *metrics, log *slog.Logger) *http.Server {
+	mlog := log.With("service", "metrics")
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.handler())
+	mux.HandleFunc("GET /healthz", healthz)
+	return newHTTPServerFor(mux, mlog)
+}
+
+func newHTTPServerFor(mux *http.ServeMux, hlog *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
