@@ -362,7 +362,7 @@ var cliSteps = []cliStep{
 	{args: []string{"alias", "list"}, stdout: []string{"sales@example.org"}},
 	{args: []string{"dns", "Example.org"}, stdoutHas: "example.org.\t3600\tIN\tMX\t10 mail.test.\n"},
 	{args: []string{"dns", "not a domain"}, code: 1, stderrHas: "invalid domain name"},
-	{args: []string{"version"}, stdoutHas: "roost "},
+	{args: []string{"version"}, stdoutHas: " (commit "},
 	{args: []string{"help"}, stdoutHas: "roost user add ADDRESS"},
 	{args: []string{"--help"}, stdoutHas: "roost alias list"},
 	// Wrong command lines: exit status 2.
@@ -779,7 +779,7 @@ func TestServeHTTPAndSignals(t *testing.T) {
 		t.Errorf("/healthz: %d %q", code, body)
 	}
 	code, body := get("/metrics")
-	for _, want := range []string{"roost_accounts 1\n", "roost_domains 1\n", "go_goroutines", "process_resident_memory_bytes"} {
+	for _, want := range []string{"roost_accounts 1\n", "roost_domains 1\n", "go_goroutines", "process_resident_memory_bytes", `roost_build_info{commit="`} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics (%d) lacks %q", code, want)
 		}
@@ -804,6 +804,9 @@ func TestServeHTTPAndSignals(t *testing.T) {
 	}
 	if st := in.status(); st["http"] == "" {
 		t.Errorf("status after SIGHUP: %q", st)
+	}
+	if !srv.logContains(`"msg":"starting roost"`, `"version":"`, `"commit":"`, `"go":"go`) {
+		t.Errorf("no start-up line with the version:\n%s", srv.log())
 	}
 	srv.stop(syscall.SIGINT)
 	if !srv.logContains(`"msg":"stopped"`) {

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"strings"
 )
 
@@ -158,7 +157,7 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 		if err := wantArgs(args, 0, "version"); err != nil {
 			return err
 		}
-		fmt.Fprintln(env.stdout, versionString())
+		fmt.Fprintln(env.stdout, readBuildInfo())
 		return nil
 	}
 	// Check the command line before loading the config, so a typo gets a
@@ -247,23 +246,4 @@ func parseAdmin(cmd string, args []string) (request, error) {
 		return request{}, err
 	}
 	return request{Op: f.op, Args: args}, nil
-}
-
-// versionString reports the module version and VCS revision the binary was
-// built from, as recorded by the Go toolchain.
-func versionString() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "roost (unknown version)"
-	}
-	v := bi.Main.Version
-	if v == "" || v == "(devel)" {
-		v = "(devel)"
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				v += " " + s.Value
-			}
-		}
-	}
-	return "roost " + v + " " + bi.GoVersion
 }

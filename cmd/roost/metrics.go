@@ -55,7 +55,15 @@ func newMetrics() *metrics {
 	for _, r := range []string{"ok", "over_quota", "too_big", "error"} {
 		m.deliveries.WithLabelValues(r)
 	}
+	bi := readBuildInfo()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "roost_build_info",
+		Help:        "Always 1; the labels say what this binary was built from (as `roost version` prints it).",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.Commit, "goversion": bi.GoVersion},
+	})
+	buildInfo.Set(1)
 	reg.MustRegister(
+		buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),

@@ -102,6 +102,8 @@ type boundEndpoint struct {
 // everything down gracefully. SIGHUP reloads the TLS certificate.
 func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
+	bi := readBuildInfo()
+	log.Info("starting roost", "version", bi.Version, "commit", bi.Commit, "modified", bi.Modified, "go", bi.GoVersion, "data_dir", cfg.DataDir)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -245,7 +247,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		}()
 		log.Info("listening", "service", "metrics", "addr", metricsLn.Addr().String())
 	}
-	log.Info(readyMessage, "pid", os.Getpid(), "data_dir", cfg.DataDir, "hostname", cfg.Hostname,
+	log.Info(readyMessage, "version", bi.Version, "commit", bi.Commit, "pid", os.Getpid(), "data_dir", cfg.DataDir, "hostname", cfg.Hostname,
 		"control_socket", controlSocketPath(cfg.DataDir), "tls_fingerprint", cm.Fingerprint())
 
 	var fatal error
