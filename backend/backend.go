@@ -122,8 +122,9 @@ type Options struct {
 // LoginLimiter decides whether a login attempt may proceed and learns of
 // failures. It is satisfied by *AuthLimiter.
 type LoginLimiter interface {
-	// Allow reports whether an attempt from ip for account may be checked.
-	Allow(ip, account string) bool
+	// Allow reports whether an attempt from ip for account may be
+	// checked, and how long Login waits before checking it.
+	Allow(ip, account string) (wait time.Duration, ok bool)
 	// Failed records a failed attempt.
 	Failed(ip, account string)
 	// Succeeded records a successful attempt.

@@ -134,6 +134,14 @@ type AuthConfig struct {
 	FailureWindow time.Duration `koanf:"failure_window"`
 	Lockout       time.Duration `koanf:"lockout"`
 	LoginCacheTTL time.Duration `koanf:"login_cache_ttl" min:"0"`
+	// The throttle of one (account, address) pair, and the account lock
+	// (backend.AuthLimiterOptions).
+	Delay                time.Duration `koanf:"delay"`
+	MaxDelay             time.Duration `koanf:"max_delay"`
+	AccountLockAddresses int           `koanf:"account_lock_addresses"`
+	IPv6Prefix           int           `koanf:"ipv6_prefix"`
+	KnownGoodTTL         time.Duration `koanf:"known_good_ttl"`
+	MaxTracked           int           `koanf:"max_tracked"`
 }
 
 // AutoconfigConfig is [autoconfig]: what mail clients are told, which may
@@ -201,6 +209,13 @@ func defaultConfig() Config {
 			FailureWindow: 5 * time.Minute,
 			Lockout:       5 * time.Minute,
 			LoginCacheTTL: 5 * time.Minute,
+
+			Delay:                time.Second,
+			MaxDelay:             30 * time.Second,
+			AccountLockAddresses: 10,
+			IPv6Prefix:           64,
+			KnownGoodTTL:         30 * 24 * time.Hour,
+			MaxTracked:           50000,
 		},
 		Autoconfig: AutoconfigConfig{
 			IMAPSPort:   993,
@@ -379,6 +394,15 @@ func (c *Config) check() error {
 	}
 	if _, err := backend.ParsePlaintextPolicy(c.Auth.Plaintext); err != nil {
 		return fmt.Errorf("config: auth.plaintext: %w", err)
+	}
+	if c.Auth.IPv6Prefix > 128 {
+		return fmt.Errorf("config: auth.ipv6_prefix: %d is not an IPv6 prefix length (1-128)", c.Auth.IPv6Prefix)
+	}
+	if c.Auth.AccountLockAddresses > 1000 {
+		return fmt.Errorf("config: auth.account_lock_addresses: %d is more than 1000", c.Auth.AccountLockAddresses)
+	}
+	if c.Auth.MaxDelay < c.Auth.Delay {
+		return fmt.Errorf("config: auth.max_delay (%s) is less than auth.delay (%s)", c.Auth.MaxDelay, c.Auth.Delay)
 	}
 	return nil
 }

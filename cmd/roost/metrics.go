@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -119,12 +120,12 @@ type countingLimiter struct {
 	m     *metrics
 }
 
-func (l *countingLimiter) Allow(ip, account string) bool {
-	ok := l.inner.Allow(ip, account)
+func (l *countingLimiter) Allow(ip, account string) (time.Duration, bool) {
+	wait, ok := l.inner.Allow(ip, account)
 	if !ok {
 		l.m.logins.WithLabelValues("locked").Inc()
 	}
-	return ok
+	return wait, ok
 }
 
 func (l *countingLimiter) Failed(ip, account string) {
