@@ -278,6 +278,9 @@ func (b *Backend) CreateUser(ctx context.Context, address, password string) erro
 	if err != nil {
 		return err
 	}
+	if strings.HasPrefix(addr, "*@") {
+		return fmt.Errorf("%w: %q: \"*@domain\" is a catch-all, which can only be an alias", ErrInvalidAddress, addr)
+	}
 	if password == "" {
 		return ErrEmptyPassword
 	}

@@ -224,6 +224,52 @@ func TestResolveRecipient(t *testing.T) {
 	}
 }
 
+// A catch-all alias takes what no account or exact alias (with or
+// without the +tag) takes, and only in its own domain.
+func TestResolveRecipientCatchAll(t *testing.T) {
+	b := newTestBackend(t, Options{})
+	ctx := context.Background()
+	mustUser(t, b, "alice@example.org")
+	mustUser(t, b, "bob@example.org")
+	mustUser(t, b, "carol@example.net")
+	if err := b.AddAlias(ctx, "sales@example.org", "bob@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddAlias(ctx, "*@example.org", "alice@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CreateUser(ctx, "*@example.com", "pw"); !errors.Is(err, ErrInvalidAddress) {
+		t.Errorf("account *@example.com: %v, want ErrInvalidAddress", err)
+	}
+	for _, tc := range []struct {
+		rcpt, account string
+		err           error
+	}{
+		{"bob@example.org", "bob@example.org", nil},          // the account
+		{"bob+news@example.org", "bob@example.org", nil},     // the account, tag removed
+		{"sales@example.org", "bob@example.org", nil},        // an exact alias
+		{"sales+x@example.org", "bob@example.org", nil},      // the alias, tag removed
+		{"nobody@example.org", "alice@example.org", nil},     // the catch-all
+		{"nobody+tag@example.org", "alice@example.org", nil}, // the catch-all, tag or not
+		{"*@example.org", "alice@example.org", nil},
+		{"nobody@example.net", "", ErrNoSuchUser}, // no catch-all there
+	} {
+		r, err := b.ResolveRecipient(ctx, tc.rcpt)
+		if tc.err != nil {
+			if !errors.Is(err, tc.err) {
+				t.Errorf("%s: %v, want %v", tc.rcpt, err, tc.err)
+			}
+		} else if err != nil || r.Account != tc.account {
+			t.Errorf("%s: %+v %v, want %s", tc.rcpt, r, err, tc.account)
+		}
+	}
+	// The catch-all's target disabled: refused like its own mail.
+	b.UpdateAccount(ctx, "alice@example.org", 0, true)
+	if _, err := b.ResolveRecipient(ctx, "nobody@example.org"); !errors.Is(err, ErrAccountDisabled) {
+		t.Errorf("catch-all to a disabled account: %v", err)
+	}
+}
+
 func TestDeliverDedupesAndWakesWatchers(t *testing.T) {
 	b := newTestBackend(t, Options{})
 	ctx := context.Background()

@@ -27,7 +27,7 @@ Usage:
   roost user passwd ADDRESS        change an account's password
   roost user del ADDRESS           delete an account, its aliases and all its mail
   roost user list                  list accounts, one per line, address first
-  roost alias add ALIAS ADDRESS    deliver mail for ALIAS to the account ADDRESS
+  roost alias add ALIAS ADDRESS    deliver mail for ALIAS to the account ADDRESS ("*@DOMAIN": catch-all)
   roost alias del ALIAS            remove an alias
   roost alias list                 list aliases: ALIAS, then its account
   roost backup DIR                 write a consistent copy of the store into DIR
