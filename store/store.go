@@ -73,6 +73,10 @@ type Store struct {
 	accounts map[uint64]*Mailstore
 	files    map[string]*mailFile // by path
 	closed   bool
+
+	// backupHook, if set (tests), runs before each file of a backup is
+	// copied; an error makes the backup fail there.
+	backupHook func(rel string) error
 }
 
 // Account is a mail account.
@@ -462,79 +466,6 @@ func (s *Store) Mailstore(id uint64) (*Mailstore, error) {
 	s.accounts[id] = m
 	s.mu.Unlock()
 	return m, nil
-}
-
-// Backup writes a consistent copy of every store file into dir, while the
-// store is in use: each file is copied inside one read transaction
-// (bbolt Tx.WriteTo), so writers are not blocked. Restoring is copying the
-// files back into an empty data directory.
-func (s *Store) Backup(dir string) error {
-	if err := os.MkdirAll(filepath.Join(dir, "accounts"), 0o700); err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	if err := backupDB(s.global, filepath.Join(dir, "roost.db")); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "mail"), 0o700); err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	accts, err := s.Accounts()
-	if err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	done := make(map[string]bool)
-	for _, a := range accts {
-		path := s.mailPath(a.ID)
-		if done[path] {
-			continue
-		}
-		done[path] = true
-		m, err := s.Mailstore(a.ID)
-		if err != nil {
-			return fmt.Errorf("backup %s: %w", a.Address, err)
-		}
-		rel, _ := filepath.Rel(s.opts.Dir, path)
-		if err := backupDB(m.f.db, filepath.Join(dir, rel)); err != nil {
-			return err
-		}
-	}
-	return syncDir(dir)
-}
-
-func backupDB(db *bolt.DB, path string) error {
-	tmp := path + ".tmp"
-	err := db.View(func(tx *bolt.Tx) error {
-		return tx.CopyFile(tmp, 0o600)
-	})
-	if err == nil {
-		err = fsyncFile(tmp)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("backup %s: %w", filepath.Base(path), err)
-	}
-	return nil
-}
-
-func fsyncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
-}
-
-func syncDir(dir string) error {
-	for _, d := range []string{dir, filepath.Join(dir, "accounts"), filepath.Join(dir, "mail")} {
-		if err := fsyncFile(d); err != nil {
-			return fmt.Errorf("backup: sync %s: %w", d, err)
-		}
-	}
-	return nil
 }
 
 func putJSON(b *bolt.Bucket, key []byte, v any) error {

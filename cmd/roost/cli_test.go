@@ -547,8 +547,39 @@ func TestBackupRestore(t *testing.T) {
 	srv.stop(syscall.SIGTERM)
 
 	restored := newInstance(t)
-	copyDir(t, backupDir, restored.dataDir)
+	// A partial or altered backup is refused, and nothing is restored.
+	partial := filepath.Join(in.dir, "partial")
+	copyDir(t, backupDir, partial)
+	os.Remove(filepath.Join(partial, "manifest.json"))
+	altered := filepath.Join(in.dir, "altered")
+	copyDir(t, backupDir, altered)
+	if err := os.WriteFile(filepath.Join(altered, "roost.db"), []byte("not a store"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]string{
+		partial: "is not a complete Roost backup: it has no manifest.json",
+		altered: "is incomplete or altered: roost.db has 11 bytes, the manifest says",
+	} {
+		res := restored.run("", "restore", dir)
+		if res.code != 1 || !strings.Contains(res.stderr, want) || strings.Count(res.stderr, "\n") != 1 {
+			t.Errorf("restore %s: exit %d, stderr %q; want one line with %q", filepath.Base(dir), res.code, res.stderr, want)
+		}
+		if _, err := os.Stat(restored.dataDir); !os.IsNotExist(err) {
+			t.Fatalf("a refused restore created %s: %v", restored.dataDir, err)
+		}
+	}
+	// Not over a live store.
+	if res := in.run("", "restore", backupDir); res.code != 1 || !strings.Contains(res.stderr, "already holds a store") {
+		t.Errorf("restore over the original store: exit %d, %q", res.code, res.stderr)
+	}
+	res = restored.run("", "restore", backupDir)
+	if res.code != 0 || !strings.Contains(res.stdout, "into "+restored.dataDir+"\n") {
+		t.Fatalf("restore: exit %d, %q %q", res.code, res.stdout, res.stderr)
+	}
 	srv2 := restored.startServer()
+	if res := restored.run("", "restore", backupDir); res.code != 1 || !strings.Contains(res.stderr, "stop it before restoring") {
+		t.Errorf("restore while the server runs: exit %d, %q", res.code, res.stderr)
+	}
 	if got := restored.mustRun("", "user", "list"); !strings.HasPrefix(got, "alice@example.org\t") || !strings.Contains(got, "\nbob@example.org\t") {
 		t.Errorf("restored user list: %q", got)
 	}

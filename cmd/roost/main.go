@@ -30,7 +30,8 @@ Usage:
   roost alias add ALIAS ADDRESS    deliver mail for ALIAS to the account ADDRESS ("*@DOMAIN": catch-all)
   roost alias del ALIAS            remove an alias
   roost alias list                 list aliases: ALIAS, then its account
-  roost backup DIR                 write a consistent copy of the store into DIR
+  roost backup DIR                 write a consistent copy of the store into DIR, with a manifest
+  roost restore DIR                check the backup in DIR and restore it into an empty data_dir (server stopped)
   roost dns DOMAIN                 print the DNS records to publish for DOMAIN
   roost status                     show whether a server runs, and its listeners
   roost version                    print the version
@@ -183,6 +184,10 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 			return err
 		}
 		req = request{Op: opBackup, Args: args}
+	case "restore":
+		if err := wantArgs(args, 1, "restore DIR"); err != nil {
+			return err
+		}
 	case "dns":
 		if err := wantArgs(args, 1, "dns DOMAIN"); err != nil {
 			return err
@@ -207,6 +212,8 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 		return printDNS(cfg, args[0], env.stdout)
 	case "init":
 		return runInit(ctx, cfg, env)
+	case "restore":
+		return runRestore(ctx, cfg, args[0], env)
 	}
 	return runAdmin(ctx, cfg, req, env)
 }
