@@ -90,6 +90,19 @@ type deliverWorker struct {
 	client  *mailClient
 }
 
+// prepare opens the worker's connection before the run. Without it a
+// worker whose goroutine started late could find every operation taken and
+// never connect (TestRunDeliverScenario saw 2 connections of 3 on a loaded
+// machine). A failure here is left to do, which redials and counts it.
+func (w *deliverWorker) prepare(ctx context.Context) {
+	if c, err := dialMail(ctx, w.target.addr, w.target.lmtp, w.timeout); err == nil {
+		w.client = c
+		w.stats.mu.Lock()
+		w.stats.connections++
+		w.stats.mu.Unlock()
+	}
+}
+
 func (w *deliverWorker) do(ctx context.Context, seq int64) error {
 	rcpts := w.target.rcpts(seq)
 	// The message is built before the clock starts: we time the server.
