@@ -65,6 +65,7 @@ func TestVersionOfABuildFromAClone(t *testing.T) {
 	// (v0.2.0 on a tagged commit, a pseudo-version after it) and the
 	// revision.
 	got := build("roost-plain")
+	t.Logf("plain build: %s", got)
 	m := regexp.MustCompile(`^roost (v\d+\.\d+\.\d+\S*) \(commit ([0-9a-f]{12}), go\d`).FindStringSubmatch(got)
 	if m == nil || m[2] != head[:12] {
 		t.Errorf("plain build from a clone: %q; want a module version and commit %s", got, head[:12])
@@ -72,6 +73,7 @@ func TestVersionOfABuildFromAClone(t *testing.T) {
 
 	// The documented release build.
 	got = build("roost-release", "-ldflags", "-X main.version="+describe+" -X main.commit="+head)
+	t.Logf("release build: %s", got)
 	if want := "roost " + describe + " (commit " + head[:12] + ", go"; !strings.HasPrefix(got, want) {
 		t.Errorf("release build: %q; want it to start with %q", got, want)
 	}
