@@ -47,9 +47,15 @@ type QueueRecipient struct {
 	Address string         `json:"address"`
 	State   RecipientState `json:"state"`
 	// LastResult is what the last attempt for this recipient came to (a
-	// reply or an error text), for the admin and for failure reports.
+	// reply or an error text), for the admin and for failure reports;
+	// Status is its status code and Remote the host that gave it (both
+	// opaque here).
 	LastResult string    `json:"last_result,omitempty"`
+	Status     string    `json:"status,omitempty"`
+	Remote     string    `json:"remote,omitempty"`
 	Updated    time.Time `json:"updated,omitempty"`
+	// Notified is set once the sender has been told of a failure.
+	Notified bool `json:"notified,omitempty"`
 }
 
 // QueueEntry is a queued message without its body.
