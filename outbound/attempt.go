@@ -12,6 +12,10 @@ import (
 	"github.com/roostmail/roost/backend"
 )
 
+// DoneMessage is logged when a message leaves the queue, every recipient
+// delivered or reported (tests and scripts wait for it).
+const DoneMessage = "outbound message done"
+
 // result is what one attempt came to for one recipient.
 type result struct {
 	state  backend.RecipientState // Delivered, Failed, or Pending (try again)
@@ -136,6 +140,7 @@ func (e *Engine) attempt(ctx context.Context, id uint64) (next time.Time, again 
 			e.log.Error("outbound: remove delivered message", "queue_id", id, "err", err)
 			return time.Now().Add(time.Minute), true
 		}
+		e.log.Info(DoneMessage, "queue_id", id)
 		return time.Time{}, false
 	}
 	entry, err = e.be.UpdateQueued(ctx, id, func(q *backend.QueueEntry) error {
@@ -177,6 +182,7 @@ func (e *Engine) attempt(ctx context.Context, id uint64) (next time.Time, again 
 			e.log.Error("outbound: remove finished message", "queue_id", id, "err", err)
 			return time.Now().Add(time.Minute), true
 		}
+		e.log.Info(DoneMessage, "queue_id", id)
 		return time.Time{}, false
 	}
 	return entry.NextAttempt, true
