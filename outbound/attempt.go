@@ -95,6 +95,17 @@ func (e *Engine) attempt(ctx context.Context, id uint64) (next time.Time, again 
 	defer msg.close()
 	groups := e.groups(&entry)
 	all := make(map[string]result)
+	// Each group's log line is written once its outcome is committed, so
+	// that what the log says is what the queue holds.
+	var logLast func()
+	attemptNo, from := entry.Attempts+1, entry.From
+	flushLog := func() {
+		if logLast != nil {
+			logLast()
+			logLast = nil
+		}
+	}
+	defer flushLog()
 	for i, g := range groups {
 		start := time.Now()
 		var results map[string]result
@@ -103,7 +114,8 @@ func (e *Engine) attempt(ctx context.Context, id uint64) (next time.Time, again 
 		} else {
 			results = e.deliverRemote(ctx, msg, g)
 		}
-		e.logAttempt(&entry, g, results, time.Since(start))
+		took := time.Since(start)
+		logIt := func() { e.logAttempt(id, attemptNo, from, g, results, took) }
 		for k, v := range results {
 			all[k] = v
 			if e.opts.OnResult != nil {
@@ -127,9 +139,13 @@ func (e *Engine) attempt(ctx context.Context, id uint64) (next time.Time, again 
 				apply(q, results, now)
 				return nil
 			}); err != nil {
+				logIt()
 				return e.updateFailed(id, err)
 			}
+			logIt()
+			continue
 		}
+		logLast = logIt
 	}
 
 	now := time.Now().UTC()
@@ -140,6 +156,7 @@ func (e *Engine) attempt(ctx context.Context, id uint64) (next time.Time, again 
 			e.log.Error("outbound: remove delivered message", "queue_id", id, "err", err)
 			return time.Now().Add(time.Minute), true
 		}
+		flushLog()
 		e.log.Info(DoneMessage, "queue_id", id)
 		return time.Time{}, false
 	}
@@ -174,6 +191,7 @@ func (e *Engine) attempt(ctx context.Context, id uint64) (next time.Time, again 
 	if err != nil {
 		return e.updateFailed(id, err)
 	}
+	flushLog()
 	if !e.report(ctx, msg, &entry) {
 		return time.Now().Add(time.Minute), true
 	}
@@ -182,6 +200,7 @@ func (e *Engine) attempt(ctx context.Context, id uint64) (next time.Time, again 
 			e.log.Error("outbound: remove finished message", "queue_id", id, "err", err)
 			return time.Now().Add(time.Minute), true
 		}
+		flushLog()
 		e.log.Info(DoneMessage, "queue_id", id)
 		return time.Time{}, false
 	}
@@ -221,7 +240,7 @@ func permanentStatus(s string) string {
 
 // logAttempt writes the one line per attempt: message, recipients, where
 // it went, and what came of it.
-func (e *Engine) logAttempt(entry *backend.QueueEntry, g group, results map[string]result, d time.Duration) {
+func (e *Engine) logAttempt(id uint64, attempt int, from string, g group, results map[string]result, d time.Duration) {
 	var ok, temp, perm int
 	var remote, text string
 	for _, r := range results {
@@ -249,7 +268,7 @@ func (e *Engine) logAttempt(entry *backend.QueueEntry, g group, results map[stri
 	case temp+perm > 0:
 		outcome = "partial"
 	}
-	attrs := []any{"queue_id", entry.ID, "attempt", entry.Attempts + 1, "from", entry.From, "to", g.name,
+	attrs := []any{"queue_id", id, "attempt", attempt, "from", from, "to", g.name,
 		"rcpts", len(g.rcpts), "delivered", ok, "deferred", temp, "failed", perm, "result", outcome,
 		"remote", remote, "reply", text, "duration", d.Round(time.Millisecond)}
 	if outcome == "delivered" {
