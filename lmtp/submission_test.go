@@ -536,3 +536,25 @@ func TestLoginServer(t *testing.T) {
 		t.Fatal("a fourth step was accepted")
 	}
 }
+
+// FuzzLoginServer: any sequence of client responses ends the LOGIN
+// exchange properly: at most two challenges, then one login call.
+func FuzzLoginServer(f *testing.F) {
+	f.Add([]byte(""), []byte("user"), []byte("pw"), []byte("extra"))
+	f.Add([]byte("user"), []byte("pw"), []byte(""), []byte(""))
+	f.Fuzz(func(t *testing.T, r1, r2, r3, r4 []byte) {
+		calls := 0
+		l := &loginServer{login: func(u, p string) error { calls++; return nil }}
+		done := false
+		for i, r := range [][]byte{r1, r2, r3, r4} {
+			_, d, err := l.Next(r)
+			if done && err == nil {
+				t.Fatalf("step %d after done accepted", i)
+			}
+			done = done || d
+		}
+		if calls != 1 {
+			t.Fatalf("login called %d times", calls)
+		}
+	})
+}
