@@ -28,7 +28,7 @@ type harness struct {
 	dns    *testutil.DNSServer
 	mx     *testutil.MX
 	eng    *Engine
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	keys   []DKIMKey
 	events chan attemptEvent
 
@@ -39,23 +39,6 @@ type harness struct {
 type attemptEvent struct {
 	id    uint64
 	again bool
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func newHarness(t *testing.T, mod func(*Options, *harness)) *harness {
@@ -70,7 +53,7 @@ func newHarness(t *testing.T, mod func(*Options, *harness)) *harness {
 			t.Fatal(err)
 		}
 	}
-	h := &harness{t: t, be: be, dns: testutil.NewDNSServer(t), logs: &syncBuffer{},
+	h := &harness{t: t, be: be, dns: testutil.NewDNSServer(t), logs: &testutil.SyncBuffer{},
 		events: make(chan attemptEvent, 100), results: make(map[string]int)}
 	h.mx = testutil.NewMX(t, nil)
 	h.dns.Add("remote.test. MX 10 mx.remote.test.")
@@ -203,25 +186,7 @@ func (h *harness) waitAttempts(id uint64, n int) {
 
 func (h *harness) inbox(addr string) []string {
 	h.t.Helper()
-	u, err := h.be.LookupUser(context.Background(), addr)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	mb, err := u.Mailbox(backend.Inbox)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	uids, _ := u.UIDs(mb.ID)
-	msgs, _ := u.MessagesByUID(mb.ID, uids)
-	var out []string
-	for i := range msgs {
-		b, err := u.ReadBody(&msgs[i])
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		out = append(out, string(b))
-	}
-	return out
+	return testutil.Inbox(h.t, h.be, addr)
 }
 
 func (h *harness) count(result string) int {

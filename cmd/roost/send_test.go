@@ -25,7 +25,6 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-smtp"
 
-	"github.com/roostmail/roost/backend"
 	"github.com/roostmail/roost/internal/testutil"
 	"github.com/roostmail/roost/outbound"
 )
@@ -140,25 +139,7 @@ func inboxOf(t *testing.T, dataDir, addr string) []string {
 	t.Helper()
 	b := openBackend(t, dataDir)
 	defer b.Close()
-	u, err := b.LookupUser(context.Background(), addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, err := u.Mailbox(backend.Inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uids, _ := u.UIDs(mb.ID)
-	msgs, _ := u.MessagesByUID(mb.ID, uids)
-	var out []string
-	for i := range msgs {
-		body, err := u.ReadBody(&msgs[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, string(body))
-	}
-	return out
+	return testutil.Inbox(t, b, addr)
 }
 
 // submitPython runs Python's smtplib in Thunderbird's order of commands:
