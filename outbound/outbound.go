@@ -318,7 +318,8 @@ func (e *Engine) Enqueue(ctx context.Context, m backend.Outgoing) (string, error
 		return "", err
 	}
 	e.mu.Lock()
-	if !e.stopping {
+	// Run may have loaded it from the queue and started it already.
+	if !e.stopping && !e.inflight[entry.ID] {
 		e.due[entry.ID] = entry.NextAttempt
 	}
 	e.mu.Unlock()
