@@ -2,7 +2,9 @@
 // SMTP (RFC 5321) from other mail servers on the Internet, or over LMTP
 // (RFC 2033) from an MTA such as Postfix or Exim that runs in front of Roost.
 // Every accepted message goes to backend.Deliver; a 250 reply means it is
-// fsynced for every recipient it was accepted for.
+// fsynced for every recipient it was accepted for. With SubmissionOptions
+// the same server takes mail from Roost's own users for sending
+// (submission.go says why it lives here).
 //
 // The protocol engine is github.com/emersion/go-smtp. Between it and the
 // network sits our own connection layer (wire.go), which closes the gaps the

@@ -105,7 +105,12 @@ func (s *session) snapshot() envelope {
 }
 
 // Logout is called when the connection ends.
-func (s *session) Logout() error { return nil }
+func (s *session) Logout() error {
+	if u := s.authenticated(); u != nil {
+		u.Release()
+	}
+	return nil
+}
 
 // Mail starts a transaction. from is "" for the null reverse-path of
 // bounces (RFC 5321 §4.5.5); go-smtp also takes "MAIL FROM: <addr>" with a
