@@ -42,6 +42,8 @@ COPY --from=build --chown=65532:65532 /out/data /var/lib/roost
 ENV ROOST_DATA_DIR=/var/lib/roost \
     ROOST_SMTP_LISTEN=:25 \
     ROOST_LMTP_LISTEN=:2424 \
+    ROOST_SUBMISSION_LISTEN=:587 \
+    ROOST_SUBMISSION_TLS_LISTEN=:465 \
     ROOST_IMAP_LISTEN=:143 \
     ROOST_IMAP_TLS_LISTEN=:993 \
     ROOST_POP3_LISTEN=:110 \
@@ -52,7 +54,7 @@ VOLUME /var/lib/roost
 WORKDIR /var/lib/roost
 # 9154 is /metrics, for a Prometheus on the container network: do not publish
 # it to the Internet (8080 is autoconfiguration, meant to be published).
-EXPOSE 25 2424 143 993 110 995 8080 9154
+EXPOSE 25 2424 587 465 143 993 110 995 8080 9154
 USER 65532:65532
 # "roost status" succeeds when the server answers on its control socket.
 HEALTHCHECK --interval=30s --timeout=10s CMD ["roost", "status"]

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -41,9 +42,10 @@ type ManifestFile struct {
 	SHA256 string `json:"sha256"`
 }
 
-// Backup writes a consistent copy of every store file into dir while the
-// store is in use: each file is copied inside one read transaction
-// (bbolt Tx.WriteTo), so writers are not blocked.
+// Backup writes a consistent copy of every store file, and of the given
+// outbound queue (nil: none), into dir while the store is in use: each
+// file is copied inside one read transaction (bbolt Tx.WriteTo), so
+// writers are not blocked.
 //
 // The copy is made in a temporary directory beside dir and renamed to dir
 // only once every file and the manifest are written and fsynced, so dir
@@ -51,7 +53,7 @@ type ManifestFile struct {
 // that could be restored by mistake. dir may be missing, an empty
 // directory, or a previous backup (which is replaced); any other existing
 // directory is refused.
-func (s *Store) Backup(dir string) error {
+func (s *Store) Backup(dir string, queue *Queue) error {
 	dir = filepath.Clean(dir)
 	if err := checkBackupTarget(dir); err != nil {
 		return err
@@ -64,7 +66,7 @@ func (s *Store) Backup(dir string) error {
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
-	if err := s.backupInto(staging); err != nil {
+	if err := s.backupInto(staging, queue); err != nil {
 		os.RemoveAll(staging)
 		return err
 	}
@@ -76,7 +78,7 @@ func (s *Store) Backup(dir string) error {
 }
 
 // backupInto writes the files and the manifest into the empty dir staging.
-func (s *Store) backupInto(staging string) error {
+func (s *Store) backupInto(staging string, queue *Queue) error {
 	m := Manifest{Format: manifestFormat, Created: time.Now().UTC().Truncate(time.Second), Shards: s.opts.Shards}
 	for _, sub := range []string{"accounts", "mail"} {
 		if err := os.Mkdir(filepath.Join(staging, sub), 0o700); err != nil {
@@ -117,6 +119,11 @@ func (s *Store) backupInto(staging string) error {
 		}
 		rel, _ := filepath.Rel(s.opts.Dir, path)
 		if err := add(ms.f.db, rel); err != nil {
+			return err
+		}
+	}
+	if queue != nil {
+		if err := add(queue.f.db, QueueFileName); err != nil {
 			return err
 		}
 	}
@@ -269,10 +276,10 @@ func VerifyBackup(dir string) (*Manifest, error) {
 	if !listed[globalFileName] {
 		return nil, fmt.Errorf("backup %s: %s does not list %s", dir, ManifestName, globalFileName)
 	}
-	for _, sub := range []string{"accounts", "mail"} {
+	for _, sub := range []string{"", "accounts", "mail"} {
 		entries, _ := os.ReadDir(filepath.Join(dir, sub))
 		for _, e := range entries {
-			if rel := sub + "/" + e.Name(); strings.HasSuffix(rel, ".db") && !listed[rel] {
+			if rel := path.Join(sub, e.Name()); strings.HasSuffix(rel, ".db") && !listed[rel] {
 				return nil, fmt.Errorf("backup %s is altered: %s is not in its %s", dir, rel, ManifestName)
 			}
 		}
@@ -281,7 +288,7 @@ func VerifyBackup(dir string) (*Manifest, error) {
 }
 
 func validBackupPath(p string) bool {
-	if p == globalFileName {
+	if p == globalFileName || p == QueueFileName {
 		return true
 	}
 	sub, name, ok := strings.Cut(p, "/")

@@ -40,7 +40,7 @@ func TestBackupIsCompleteOrAbsent(t *testing.T) {
 		}
 		return nil
 	}
-	if err := s.Backup(dir); err == nil || !strings.Contains(err.Error(), "disk full") {
+	if err := s.Backup(dir, nil); err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Fatalf("failing backup: %v", err)
 	}
 	if got := entries(t, parent); len(got) != 0 {
@@ -48,7 +48,7 @@ func TestBackupIsCompleteOrAbsent(t *testing.T) {
 	}
 	s.backupHook = nil
 
-	if err := s.Backup(dir); err != nil {
+	if err := s.Backup(dir, nil); err != nil {
 		t.Fatal(err)
 	}
 	m, err := VerifyBackup(dir)
@@ -60,7 +60,7 @@ func TestBackupIsCompleteOrAbsent(t *testing.T) {
 	}
 	// Backing up again replaces the previous backup, and leaves nothing
 	// else beside it.
-	if err := s.Backup(dir); err != nil {
+	if err := s.Backup(dir, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := entries(t, parent); len(got) != 1 || got[0] != "bk" {
@@ -69,7 +69,7 @@ func TestBackupIsCompleteOrAbsent(t *testing.T) {
 	// A directory that is neither empty nor a backup is not overwritten.
 	other := t.TempDir()
 	os.WriteFile(filepath.Join(other, "notes.txt"), []byte("mine"), 0o600)
-	if err := s.Backup(other); err == nil || !strings.Contains(err.Error(), "neither empty nor a Roost backup") {
+	if err := s.Backup(other, nil); err == nil || !strings.Contains(err.Error(), "neither empty nor a Roost backup") {
 		t.Errorf("backup into a foreign directory: %v", err)
 	}
 }
@@ -79,7 +79,7 @@ func TestVerifyBackupRefusesPartialOrAltered(t *testing.T) {
 	ms, _ := newAccount(t, s, "a@x.org")
 	ms.Append("INBOX", msg(1), 0)
 	good := filepath.Join(t.TempDir(), "bk")
-	if err := s.Backup(good); err != nil {
+	if err := s.Backup(good, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -130,10 +130,15 @@ func TestRestore(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		ms.Append("INBOX", msg(i), 0)
 	}
-	bk := filepath.Join(t.TempDir(), "bk")
-	if err := s.Backup(bk); err != nil {
+	q, err := OpenQueue(Options{Dir: src, NoSync: true})
+	if err != nil {
 		t.Fatal(err)
 	}
+	bk := filepath.Join(t.TempDir(), "bk")
+	if err := s.Backup(bk, q); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
 	s.Close()
 
 	if _, err := Restore(bk, src, nil); err == nil || !strings.Contains(err.Error(), "already holds a store") {
@@ -143,7 +148,7 @@ func TestRestore(t *testing.T) {
 	parent := t.TempDir()
 	data := filepath.Join(parent, "data")
 	var checked string
-	_, err := Restore(bk, data, func(dir string) error { checked = dir; return errors.New("2 messages without a body") })
+	_, err = Restore(bk, data, func(dir string) error { checked = dir; return errors.New("2 messages without a body") })
 	if err == nil || !strings.Contains(err.Error(), "fails the store check: 2 messages without a body") {
 		t.Errorf("restore with a failing check: %v", err)
 	}
@@ -155,6 +160,9 @@ func TestRestore(t *testing.T) {
 	}
 	if _, err := Restore(bk, data, func(dir string) error { return nil }); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(data, QueueFileName)); err != nil {
+		t.Errorf("the outbound queue was not restored: %v", err)
 	}
 	r := openTest(t, data)
 	defer r.Close()

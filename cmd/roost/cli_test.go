@@ -86,6 +86,9 @@ format = "json"
 listen = "127.0.0.1:0"
 [lmtp]
 listen = "127.0.0.1:0"
+[submission]
+listen = "127.0.0.1:0"
+tls_listen = "127.0.0.1:0"
 [imap]
 listen = "127.0.0.1:0"
 tls_listen = "127.0.0.1:0"
@@ -748,6 +751,7 @@ func TestServeDefaults(t *testing.T) {
 		"ROOST_IMAP_LISTEN=127.0.0.1:0", "ROOST_IMAP_TLS_LISTEN=127.0.0.1:0",
 		"ROOST_POP3_LISTEN=", "ROOST_POP3_TLS_LISTEN=127.0.0.1:0",
 		"ROOST_HTTP_LISTEN=127.0.0.1:0", "ROOST_METRICS_LISTEN=127.0.0.1:0", "ROOST_LOG_FORMAT=json",
+		"ROOST_SUBMISSION_LISTEN=127.0.0.1:0", "ROOST_SUBMISSION_TLS_LISTEN=127.0.0.1:0",
 	}
 	srv := in.startServerWith(in.dir)
 	if _, err := os.Stat(filepath.Join(in.dir, "roost-data", controlSocketName)); err != nil {
