@@ -106,6 +106,9 @@ type Options struct {
 	// Shards is how many mail files the accounts share (store.Options.Shards):
 	// 0 gives each account its own file.
 	Shards int
+	// DefaultQuota is the quota of accounts that have none of their own
+	// (Account.QuotaBytes or QuotaMessages 0); 0: no limit.
+	DefaultQuota Limits
 	// NoSync skips fsync (tests only).
 	NoSync bool
 	// OnDeliver, if set, is called after every Deliver with its
@@ -321,7 +324,8 @@ func (b *Backend) SetPassword(ctx context.Context, address, password string) err
 	return err
 }
 
-// UpdateAccount sets an account's quota and disabled state.
+// UpdateAccount sets an account's byte quota (see SetQuota) and disabled
+// state (see SetDisabled: mail is still accepted).
 func (b *Backend) UpdateAccount(ctx context.Context, address string, quotaBytes int64, disabled bool) error {
 	addr, err := NormalizeAddress(address)
 	if err != nil {

@@ -204,7 +204,9 @@ func TestResolveRecipient(t *testing.T) {
 	b.AddAlias(ctx, "postmaster@example.org", "alice@example.org")
 	deliver(t, b, "Subject: fill\r\n\r\nmore than ten bytes\r\n", "full@example.org")
 	b.UpdateAccount(ctx, "full@example.org", 10, false)
-	b.UpdateAccount(ctx, "off@example.org", 0, true)
+	b.SetDisabled(ctx, "off@example.org", true, true)
+	mustUser(t, b, "paused@example.org")
+	b.SetDisabled(ctx, "paused@example.org", true, false)
 	for _, tc := range []struct {
 		rcpt, account string
 		err           error
@@ -217,6 +219,7 @@ func TestResolveRecipient(t *testing.T) {
 		{"alice@elsewhere.net", "", ErrRelayDenied},
 		{"full@example.org", "", ErrOverQuota},
 		{"off@example.org", "", ErrAccountDisabled},
+		{"paused@example.org", "paused@example.org", nil}, // disabled, mail still accepted
 		{"not an address", "", ErrInvalidAddress},
 	} {
 		r, err := b.ResolveRecipient(ctx, tc.rcpt)

@@ -108,6 +108,11 @@ type Options struct {
 	// disconnected (default 10). A delivered message resets the count.
 	MaxErrors int
 
+	// OverQuotaPermanent answers a recipient whose mailbox is full with
+	// "552 5.2.2" (the sender gives up and bounces) instead of the default
+	// "452 4.2.2" (the sender retries for days; the user may make room).
+	OverQuotaPermanent bool
+
 	// Logger gets one line per message and connection-level events.
 	// Default: discard.
 	Logger *slog.Logger
