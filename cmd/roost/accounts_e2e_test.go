@@ -7,6 +7,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,42 +24,14 @@ import (
 // flags, INTERNALDATE and the raw bytes.
 func fullState(t *testing.T, addr, user, pass string) map[string]string {
 	t.Helper()
-	c := imapLogin(t, addr, user, pass)
-	defer c.Logout()
-	list, err := c.List("", "*", nil).Collect()
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]string{}
-	for _, l := range list {
-		if slices.Contains(l.Attrs, imap.MailboxAttrNoSelect) {
-			continue
-		}
-		sel, err := c.Select(l.Mailbox, &imap.SelectOptions{ReadOnly: true}).Wait()
-		if err != nil {
-			t.Fatal(err)
-		}
+	for name, st := range imapState(t, addr, user, pass, true) {
 		var b strings.Builder
-		fmt.Fprintf(&b, "V%d N%d\n", sel.UIDValidity, sel.UIDNext)
-		if sel.NumMessages > 0 {
-			var all imap.SeqSet
-			all.AddRange(1, 0)
-			section := &imap.FetchItemBodySection{Peek: true}
-			msgs, err := c.Fetch(all, &imap.FetchOptions{UID: true, Flags: true, InternalDate: true,
-				BodySection: []*imap.FetchItemBodySection{section}}).Collect()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, m := range msgs {
-				fl := make([]string, len(m.Flags))
-				for i, f := range m.Flags {
-					fl[i] = string(f)
-				}
-				slices.Sort(fl)
-				fmt.Fprintf(&b, "%d %v %d %q\n", m.UID, fl, m.InternalDate.Unix(), m.FindBodySection(section))
-			}
+		fmt.Fprintf(&b, "V%d N%d\n", st.UIDValidity, st.UIDNext)
+		for _, uid := range slices.Sorted(maps.Keys(st.Flags)) {
+			fmt.Fprintf(&b, "%d [%s] %d %q\n", uid, st.Flags[uid], st.Dates[uid], st.Bodies[uid])
 		}
-		out[l.Mailbox] = b.String()
+		out[name] = b.String()
 	}
 	return out
 }
@@ -76,13 +49,7 @@ func smtpSession(t *testing.T, addr string, lmtp bool, rcpts map[string]string, 
 	c.reply("250")
 	c.send("MAIL FROM:<sender@example.net>\r\n")
 	c.reply("250 ")
-	names := slices.Sorted(func(yield func(string) bool) {
-		for k := range rcpts {
-			if !yield(k) {
-				return
-			}
-		}
-	})
+	names := slices.Sorted(maps.Keys(rcpts))
 	accepted := 0
 	for _, r := range names {
 		c.send("RCPT TO:<" + r + ">\r\n")

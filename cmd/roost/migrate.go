@@ -331,6 +331,19 @@ func (r *migrateRun) prepare(name, specialUse string, uidValidity uint32, subscr
 	return &mb, nil
 }
 
+// imported reports which import keys the mailbox has already.
+func (r *migrateRun) imported(mb *importPrepareResult, keys []string) ([]bool, error) {
+	var has []bool
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	_, err := callOp(r.ctx, r.c, opImportCheck, r.job.address, importCheckArgs{MailboxID: mb.ID, Keys: keys}, nil, &has)
+	if err == nil && len(has) != len(keys) {
+		err = fmt.Errorf("%s: %d answers for %d keys", opImportCheck, len(has), len(keys))
+	}
+	return has, err
+}
+
 // maxMessage is the largest message the store takes.
 func (r *migrateRun) maxMessage() int64 { return backendMaxMessageBytes(r.cfg) }
 
@@ -365,11 +378,9 @@ func (r *migrateRun) importMaildir() error {
 			for i, m := range chunk {
 				keys[i] = "maildir:" + m.Unique
 			}
-			var has []bool
-			if len(keys) > 0 {
-				if _, err := callOp(r.ctx, r.c, opImportCheck, r.job.address, importCheckArgs{MailboxID: mb.ID, Keys: keys}, nil, &has); err != nil {
-					return err
-				}
+			has, err := r.imported(mb, keys)
+			if err != nil {
+				return err
 			}
 			var batch []pending
 			for i, m := range chunk {
@@ -508,11 +519,9 @@ func (r *migrateRun) importMbox() error {
 		for i, p := range batch {
 			keys[i] = p.meta.Key
 		}
-		var has []bool
-		if len(keys) > 0 {
-			if _, err := callOp(r.ctx, r.c, opImportCheck, r.job.address, importCheckArgs{MailboxID: mb.ID, Keys: keys}, nil, &has); err != nil {
-				return err
-			}
+		has, err := r.imported(mb, keys)
+		if err != nil {
+			return err
 		}
 		var send []pending
 		for i, p := range batch {
@@ -727,30 +736,17 @@ func (r *migrateRun) exportMbox() error {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return err
 		}
-		tmp := path + ".tmp"
-		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		first := true
-		err = r.eachMessage(mb, func(m exportMessage, body []byte) error {
-			uv := uint32(0)
-			if first {
-				uv, first = mb.UIDValidity, false
-			}
-			return migrate.WriteMboxMessage(f, returnPath(body), m.Date, body, m.UID, m.Flags, uv, mb.UIDNext)
+		err := migrate.WriteAtomic(path, func(w io.Writer) error {
+			first := true
+			return r.eachMessage(mb, func(m exportMessage, body []byte) error {
+				uv := uint32(0)
+				if first {
+					uv, first = mb.UIDValidity, false
+				}
+				return migrate.WriteMboxMessage(w, returnPath(body), m.Date, body, m.UID, m.Flags, uv, mb.UIDNext)
+			})
 		})
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp, path)
-		}
 		if err != nil {
-			os.Remove(tmp)
 			return fmt.Errorf("export %s: %w", mb.Name, err)
 		}
 		r.sum.Mailboxes = append(r.sum.Mailboxes, mailboxReport{Name: mb.Name, SpecialUse: mb.SpecialUse, UIDValidity: mb.UIDValidity, KeptUIDs: true, Messages: int(mb.Messages)})

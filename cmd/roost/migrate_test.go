@@ -56,6 +56,7 @@ type boxState struct {
 	UIDValidity, UIDNext uint32
 	Flags                map[imap.UID]string // sorted flags, \Recent left out
 	Dates                map[imap.UID]int64
+	Bodies               map[imap.UID]string // with bodies: true
 }
 
 func (b boxState) String() string {
@@ -63,8 +64,8 @@ func (b boxState) String() string {
 }
 
 // imapState reads every selectable mailbox's UIDVALIDITY, UIDNEXT and the
-// flags of each UID.
-func imapState(t *testing.T, addr, user, pass string) map[string]boxState {
+// flags and INTERNALDATE of each UID (and its raw bytes, with bodies).
+func imapState(t *testing.T, addr, user, pass string, bodies ...bool) map[string]boxState {
 	t.Helper()
 	c := imapLogin(t, addr, user, pass)
 	defer c.Logout()
@@ -81,11 +82,17 @@ func imapState(t *testing.T, addr, user, pass string) map[string]boxState {
 		if err != nil {
 			t.Fatalf("SELECT %s: %v", l.Mailbox, err)
 		}
-		st := boxState{UIDValidity: sel.UIDValidity, UIDNext: uint32(sel.UIDNext), Flags: map[imap.UID]string{}, Dates: map[imap.UID]int64{}}
+		st := boxState{UIDValidity: sel.UIDValidity, UIDNext: uint32(sel.UIDNext), Flags: map[imap.UID]string{},
+			Dates: map[imap.UID]int64{}, Bodies: map[imap.UID]string{}}
 		if sel.NumMessages > 0 {
 			var all imap.SeqSet
 			all.AddRange(1, 0) // 1:*
-			msgs, err := c.Fetch(all, &imap.FetchOptions{UID: true, Flags: true, InternalDate: true}).Collect()
+			opts := &imap.FetchOptions{UID: true, Flags: true, InternalDate: true}
+			section := &imap.FetchItemBodySection{Peek: true}
+			if len(bodies) > 0 && bodies[0] {
+				opts.BodySection = []*imap.FetchItemBodySection{section}
+			}
+			msgs, err := c.Fetch(all, opts).Collect()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -99,6 +106,9 @@ func imapState(t *testing.T, addr, user, pass string) map[string]boxState {
 				slices.Sort(fl)
 				st.Flags[m.UID] = strings.Join(fl, " ")
 				st.Dates[m.UID] = m.InternalDate.Unix()
+				if opts.BodySection != nil {
+					st.Bodies[m.UID] = string(m.FindBodySection(section))
+				}
 			}
 		}
 		out[l.Mailbox] = st
