@@ -5,6 +5,9 @@ package main
 // retention (an IDLE session sees the expunge), disabling, app passwords.
 
 import (
+	"bufio"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
@@ -302,7 +305,7 @@ func TestRetentionExpungesTrash(t *testing.T) {
 // passwords log in over IMAP and POP3 and are revoked alone.
 func TestDisableAndAppPasswords(t *testing.T) {
 	in := newInstance(t)
-	in.env = []string{"ROOST_IMAP_AUTH_FAILURE_DELAY=0s", "ROOST_POP3_AUTH_FAILURE_DELAY=0s", "ROOST_AUTH_MAX_FAILURES=1000"}
+	in.env = []string{"ROOST_IMAP_AUTH_FAILURE_DELAY=0s", "ROOST_POP3_AUTH_FAILURE_DELAY=0s", "ROOST_SUBMISSION_AUTH_FAILURE_DELAY=0s", "ROOST_AUTH_MAX_FAILURES=1000"}
 	srv := in.startServer()
 	in.mustRun("main-pw\n", "user", "add", "alice@example.org")
 	st := in.status()
@@ -313,6 +316,23 @@ func TestDisableAndAppPasswords(t *testing.T) {
 		}
 		defer c.Close()
 		return c.Login("alice@example.org", pass).Wait() == nil
+	}
+	// SMTP submission (implicit TLS) authenticates through the same login.
+	submitOK := func(pass string) bool {
+		raw, err := tls.Dial("tcp", st["submissions"], &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &textConn{t: t, c: raw, r: bufio.NewReader(raw)}
+		t.Cleanup(func() { raw.Close() })
+		raw.SetDeadline(time.Now().Add(cmdTimeout))
+		c.reply("220 ")
+		c.send("EHLO client.test\r\n")
+		c.reply("250")
+		c.send("AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice@example.org\x00"+pass)) + "\r\n")
+		line, _ := c.r.ReadString('\n')
+		c.send("QUIT\r\n")
+		return strings.HasPrefix(line, "235")
 	}
 	pop3OK := func(pass string) bool {
 		c := dialText(t, "tcp", st["pop3"])
@@ -331,7 +351,7 @@ func TestDisableAndAppPasswords(t *testing.T) {
 	}
 	laptop := strings.SplitN(in.mustRun("", "user", "app-password", "add", "alice@example.org", "Laptop"), "\n", 2)[0]
 	for _, pw := range []string{"main-pw", phone, laptop} {
-		if !imapOK(pw) || !pop3OK(pw) {
+		if !imapOK(pw) || !pop3OK(pw) || !submitOK(pw) {
 			t.Errorf("login with %q refused", pw)
 		}
 	}
@@ -340,7 +360,7 @@ func TestDisableAndAppPasswords(t *testing.T) {
 		t.Errorf("app-password list:\n%s", list)
 	}
 	in.mustRun("", "user", "app-password", "del", "alice@example.org", "Phone")
-	if imapOK(phone) || pop3OK(phone) {
+	if imapOK(phone) || pop3OK(phone) || submitOK(phone) {
 		t.Error("revoked app password still logs in")
 	}
 	if !imapOK("main-pw") || !imapOK(laptop) {
@@ -351,7 +371,7 @@ func TestDisableAndAppPasswords(t *testing.T) {
 	}
 
 	in.mustRun("", "user", "disable", "alice@example.org")
-	if imapOK("main-pw") || pop3OK("main-pw") || imapOK(laptop) {
+	if imapOK("main-pw") || pop3OK("main-pw") || imapOK(laptop) || submitOK(laptop) {
 		t.Error("a disabled account logs in")
 	}
 	smtpSession(t, st["smtp"], false, map[string]string{"alice@example.org": "250 "}, "250 ")

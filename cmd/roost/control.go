@@ -20,7 +20,8 @@ package main
 // "reject-mail" or ""), user.enable, user.status, user.app-password.add
 // (address, label), user.app-password.list, user.app-password.del (address,
 // label or ID), alias.add (args: alias, account), alias.del, alias.list,
-// backup (args: an absolute directory), and the import.* and export.* ops
+// backup (args: an absolute directory), queue.list, queue.show, queue.retry
+// and queue.delete (args: a queue ID), and the import.* and export.* ops
 // of roost import and export (see migrate.go). "lines" is what the CLI
 // prints.
 //
@@ -51,16 +52,20 @@ import (
 
 // Control operations.
 const (
-	opPing       = "ping"
-	opStatus     = "status"
-	opUserAdd    = "user.add"
-	opUserPasswd = "user.passwd"
-	opUserDel    = "user.del"
-	opUserList   = "user.list"
-	opAliasAdd   = "alias.add"
-	opAliasDel   = "alias.del"
-	opAliasList  = "alias.list"
-	opBackup     = "backup"
+	opPing        = "ping"
+	opStatus      = "status"
+	opUserAdd     = "user.add"
+	opUserPasswd  = "user.passwd"
+	opUserDel     = "user.del"
+	opUserList    = "user.list"
+	opAliasAdd    = "alias.add"
+	opAliasDel    = "alias.del"
+	opAliasList   = "alias.list"
+	opBackup      = "backup"
+	opQueueList   = "queue.list"
+	opQueueShow   = "queue.show"
+	opQueueRetry  = "queue.retry"
+	opQueueDelete = "queue.delete"
 )
 
 // controlSocketName is the socket's file name inside data_dir.

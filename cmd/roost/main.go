@@ -19,11 +19,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/roostmail/roost/backend"
 )
 
-const usage = `Roost: a mailbox server (SMTP/LMTP in, IMAP and POP3 out).
+const usage = `Roost: a mail server (SMTP/LMTP in, IMAP and POP3 out, submission and sending).
 
 Usage:
   roost serve                      run the server (all configured listeners)
@@ -52,6 +53,11 @@ Usage:
   roost export mbox ADDRESS DIR    write each mailbox as an mbox file in DIR
                                    (import and export: --json for a JSON summary)
   roost dns DOMAIN                 print the DNS records to publish for DOMAIN
+  roost dkim generate DOMAIN       make DKIM signing keys (Ed25519, RSA-2048) for DOMAIN
+  roost queue list                 list the messages waiting to be sent
+  roost queue show ID              show one queued message and its recipients
+  roost queue retry ID             try a queued message again now
+  roost queue delete ID            remove a queued message without telling anyone
   roost status                     show whether a server runs, and its listeners
   roost status ADDRESS             show an account: state, quota usage, mailboxes
   roost version                    print the version
@@ -223,6 +229,19 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 		if err := wantArgs(args, 1, "dns DOMAIN"); err != nil {
 			return err
 		}
+	case "dkim":
+		if len(args) == 0 || args[0] != "generate" {
+			return usagef("usage: roost dkim generate DOMAIN")
+		}
+		if err := wantArgs(args[1:], 1, "dkim generate DOMAIN"); err != nil {
+			return err
+		}
+	case "queue":
+		r, err := parseQueue(args)
+		if err != nil {
+			return err
+		}
+		req = r
 	case "status":
 		switch len(args) {
 		case 0:
@@ -255,6 +274,8 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 		return serve(ctx, cfg, env.stderr)
 	case "dns":
 		return printDNS(cfg, args[0], env.stdout)
+	case "dkim":
+		return dkimGenerate(cfg, args[1], env.stdout, time.Now())
 	}
 	return runAdmin(ctx, cfg, req, env)
 }
@@ -383,6 +404,21 @@ func takeFlags(args []string, names ...string) (map[string]string, []string, err
 		}
 	}
 	return flags, rest, nil
+}
+
+// parseQueue turns "queue ..." into a control request.
+func parseQueue(args []string) (request, error) {
+	if len(args) == 0 {
+		return request{}, usagef("queue needs a subcommand (list, show, retry, delete)")
+	}
+	switch sub, rest := args[0], args[1:]; sub {
+	case "list":
+		return request{Op: opQueueList}, wantArgs(rest, 0, "queue list")
+	case "show", "retry", "delete":
+		return request{Op: "queue." + sub, Args: rest}, wantArgs(rest, 1, "queue "+sub+" ID")
+	default:
+		return request{}, usagef("unknown command %q", "queue "+sub)
+	}
 }
 
 // versionString reports the module version and VCS revision the binary was
