@@ -100,6 +100,8 @@ func mapStoreErr(err error, name string) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, store.ErrExpunged):
+		return err
 	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("%w: %s", ErrNoSuchMailbox, name)
 	case errors.Is(err, store.ErrExists):
@@ -161,6 +163,7 @@ func (u *User) DeleteMailbox(name string) error {
 	if err := u.ms.DeleteMailbox(n); err != nil {
 		return mapStoreErr(err, n)
 	}
+	u.b.purgerOf(u.acct.ID, u.ms).expunged()
 	u.b.bus.notify(u.acct.ID, mb.ID)
 	return nil
 }
@@ -375,6 +378,7 @@ func (u *User) Expunge(mailboxID uint64, uids []uint32, requireDeleted bool) ([]
 		return nil, mapStoreErr(err, "")
 	}
 	if len(out) > 0 {
+		u.b.purgerOf(u.acct.ID, u.ms).expunged()
 		u.b.bus.notify(u.acct.ID, mailboxID)
 	}
 	return out, nil
