@@ -69,7 +69,7 @@ func TestParseEnvelopeAndFields(t *testing.T) {
 	if env.Subject != "café" || env.MessageID != "m1@x.org" || fmt.Sprint(env.InReplyTo) != "[m0@x.org]" {
 		t.Errorf("envelope = %+v", env)
 	}
-	if len(env.From) != 1 || env.From[0] != (Address{Name: "René", Mailbox: "rene", Host: "example.org"}) {
+	if len(env.From) != 1 || env.From[0] != (Address{Name: "=?utf-8?q?Ren=C3=A9?=", Mailbox: "rene", Host: "example.org"}) || env.From[0].DisplayName() != "René" {
 		t.Errorf("from = %+v", env.From)
 	}
 	if len(env.To) != 2 || env.To[1].Name != "B, Jr" {

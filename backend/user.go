@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -317,17 +316,30 @@ func (u *User) MessagesByUID(mailboxID uint64, uids []uint32) ([]Message, error)
 	return msgs, mapStoreErr(err, "")
 }
 
-// Parsed returns the envelope and MIME structure of a message.
+// Parsed returns the envelope and MIME structure of a message. A message
+// stored by an older Roost, whose parsed form lacks what this one records,
+// is parsed again from its body (and not rewritten).
 func (u *User) Parsed(msg *Message) (*Parsed, error) {
 	raw, err := u.ms.Parsed(msg.BlobID)
 	if err != nil {
 		return nil, err
 	}
-	var p Parsed
-	if err := json.Unmarshal(raw, &p); err != nil {
+	p, err := unmarshalParsed(raw)
+	if err != nil {
 		return nil, fmt.Errorf("parsed form of message %d: %w", msg.UID, err)
 	}
-	return &p, nil
+	if p.Version < parsedVersion {
+		return u.reparse(msg)
+	}
+	return p, nil
+}
+
+func (u *User) reparse(msg *Message) (*Parsed, error) {
+	body, err := u.ms.ReadBody(msg.BlobID)
+	if err != nil {
+		return nil, err
+	}
+	return ParseMessage(body), nil
 }
 
 // OpenBody returns a streaming reader over the raw message.
