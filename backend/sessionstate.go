@@ -177,6 +177,29 @@ func (pr *purger) horizon() uint64 {
 	return h
 }
 
+// expunge expunges through the store. Without a Pin on the account no
+// session can address the messages, so their bodies go in the same
+// transaction; the lock, held until it committed, makes a concurrent Pin
+// wait and then read the mailbox without them. With Pins, the bodies wait
+// on the purge list.
+func (pr *purger) expunge(mailboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
+	pr.mu.Lock()
+	if len(pr.pins) == 0 {
+		defer pr.mu.Unlock()
+		out, err := pr.ms.ExpungeAndPurge(mailboxID, uids, requireDeleted)
+		if err == nil && len(out) > 0 {
+			pr.pending = 0
+		}
+		return out, err
+	}
+	pr.mu.Unlock()
+	out, err := pr.ms.Expunge(mailboxID, uids, requireDeleted)
+	if len(out) > 0 {
+		pr.expunged()
+	}
+	return out, err
+}
+
 // expunged tells the purger that an expunge may have put bodies on the
 // purge list. (The purge reads the list's real lowest modseq.)
 func (pr *purger) expunged() {

@@ -384,13 +384,15 @@ func (u *User) Copy(mailboxID uint64, uids []uint32, dest string, move bool) (Co
 
 // Expunge removes messages (see store.Mailstore.Expunge) and wakes the
 // mailbox's watchers. It returns the expunged UIDs, ascending.
+//
+// Bodies of the expunged messages stay readable while a session's Pin may
+// still address them (see Pin); with no Pin on the account they go at once.
 func (u *User) Expunge(mailboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
-	out, err := u.ms.Expunge(mailboxID, uids, requireDeleted)
+	out, err := u.b.purgerOf(u.acct.ID, u.ms).expunge(mailboxID, uids, requireDeleted)
 	if err != nil {
 		return nil, mapStoreErr(err, "")
 	}
 	if len(out) > 0 {
-		u.b.purgerOf(u.acct.ID, u.ms).expunged()
 		u.b.bus.notify(u.acct.ID, mailboxID)
 	}
 	return out, nil

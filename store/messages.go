@@ -665,8 +665,20 @@ func (mb *mbox) remove(k []byte, msg Message, fs flagSet, modseq uint64) error {
 // Expunge removes messages and leaves a tombstone for each. uids nil means
 // every message; with requireDeleted only messages flagged \Deleted go
 // (IMAP EXPUNGE), without it the given ones go regardless (POP3 DELE).
-// It returns the expunged UIDs in ascending order.
+// It returns the expunged UIDs in ascending order. Bodies left without a
+// message wait on the purge list (see PurgeBlobs).
 func (m *Mailstore) Expunge(mboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
+	return m.expunge(mboxID, uids, requireDeleted, false)
+}
+
+// ExpungeAndPurge is Expunge that also deletes, in the same transaction,
+// every body on the purge list, these included: for a caller that knows no
+// session can address an expunged message.
+func (m *Mailstore) ExpungeAndPurge(mboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
+	return m.expunge(mboxID, uids, requireDeleted, true)
+}
+
+func (m *Mailstore) expunge(mboxID uint64, uids []uint32, requireDeleted, purge bool) ([]uint32, error) {
 	var out []uint32
 	err := m.update(func(tx *atx) error {
 		out = out[:0]
@@ -720,6 +732,11 @@ func (m *Mailstore) Expunge(mboxID uint64, uids []uint32, requireDeleted bool) (
 			return nil
 		}
 		addAccountSize(tx, -freed)
+		if purge {
+			if _, err := purgeUpTo(tx, ^uint64(0)); err != nil {
+				return err
+			}
+		}
 		return mb.save()
 	})
 	return out, err

@@ -283,6 +283,27 @@ func TestPurgeList(t *testing.T) {
 		t.Fatalf("live body after reopen: %v", err)
 	}
 	checkCounters(t, ms, mb.ID)
+	// ExpungeAndPurge deletes the bodies in the same transaction, and
+	// whatever else was pending.
+	if _, err := ms.Append("INBOX", msg(4), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ms.Expunge(mb.ID, []uint32{4}, false); err != nil {
+		t.Fatal(err)
+	}
+	if p := pending(); p == 0 {
+		t.Fatal("nothing pending after Expunge")
+	}
+	if _, err := ms.ExpungeAndPurge(mb.ID, []uint32{3}, false); err != nil {
+		t.Fatal(err)
+	}
+	if p := pending(); p != 0 {
+		t.Fatalf("pending after ExpungeAndPurge: %d", p)
+	}
+	if _, err := ms.ReadBody(recs[2].BlobID); !errors.Is(err, ErrExpunged) {
+		t.Fatalf("body after ExpungeAndPurge: %v", err)
+	}
+	checkCounters(t, ms, mb.ID)
 }
 
 // TestUpgradeAccount opens an account written in layout 1 (no purge list,
