@@ -651,8 +651,10 @@ func sectionBytes(raw []byte, root *Part, sec string) ([]byte, bool) {
 	// p is the part named by nums; msg is the message whose HEADER/TEXT
 	// the spec means (the root, or an encapsulated message).
 	p := root
-	for _, n := range nums {
-		if p.IsMessage() && len(p.Parts) == 1 {
+	for i, n := range nums {
+		// Between numbers, a message/rfc822 part stands for the message
+		// it encapsulates (RFC 3501 §6.4.5).
+		if i > 0 && p.IsMessage() && len(p.Parts) == 1 {
 			p = &p.Parts[0]
 		}
 		if !p.IsMultipart() {
@@ -780,6 +782,7 @@ var imaptestScripts = []string{
 	"thread6", "thread7", "thread8",
 	"search-addresses", "search-header", "search-body", "search-date", "search-size",
 	"fetch-envelope", "fetch-bodystructure", "fetch-body-mime", "nil",
+	"fetch-body-message-rfc822", "fetch-body-message-rfc822-mime", "fetch-body-message-rfc822-x2",
 }
 
 func TestImaptestScripts(t *testing.T) {
