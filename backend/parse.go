@@ -2,7 +2,6 @@ package backend
 
 import (
 	"bytes"
-	"encoding/json"
 	"strings"
 	"time"
 )
@@ -139,19 +138,6 @@ func (p *Parsed) CRLFSize(size int64) int64 {
 		n += 2
 	}
 	return n
-}
-
-func (p *Parsed) marshal() []byte {
-	b, _ := json.Marshal(p)
-	return b
-}
-
-func unmarshalParsed(b []byte) (*Parsed, error) {
-	var p Parsed
-	if err := json.Unmarshal(b, &p); err != nil {
-		return nil, err
-	}
-	return &p, nil
 }
 
 // ParseMessage computes the envelope and MIME structure of a raw message.

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"reflect"
 	"strings"
 	"testing"
@@ -16,9 +17,10 @@ import (
 //     parent's body, an encapsulated message exactly its part's body;
 //   - nesting is at most maxDepth, parts at most maxParts + 1, entries of
 //     an address list at most maxAddresses;
-//   - the output is bounded: the stored (JSON) form is at most
-//     64 bytes per input byte plus 4 KiB, and decodes back to what was
-//     encoded.
+//   - the output is bounded: the stored form is at most 64 bytes per
+//     input byte plus 4 KiB, and decodes back to what was encoded, byte
+//     for byte (raw 8-bit header text included), the envelope alone too;
+//   - decoding a damaged stored form fails cleanly.
 //
 // Its seed corpus (below, and testdata/fuzz/FuzzParseMessage) runs as a
 // normal test. Run it with
@@ -86,8 +88,22 @@ func FuzzParseMessage(f *testing.F) {
 		if err != nil {
 			t.Fatalf("stored form does not decode: %v", err)
 		}
-		if !reflect.DeepEqual(back.marshal(), b) {
+		if !bytes.Equal(back.marshal(), b) {
 			t.Fatal("stored form does not survive a round trip")
+		}
+		if !reflect.DeepEqual(back.Envelope.From, p.Envelope.From) || back.Envelope.RawSubject != p.Envelope.RawSubject {
+			t.Fatalf("envelope changed in the stored form: %+v", back.Envelope)
+		}
+		env, err := unmarshalEnvelope(b)
+		if err != nil || !reflect.DeepEqual(env.Envelope.To, p.Envelope.To) || env.Envelope.Subject != p.Envelope.Subject {
+			t.Fatalf("envelope-only decode: %+v, %v", env, err)
+		}
+		// A damaged stored form is an error, never a panic.
+		unmarshalParsed(raw)
+		unmarshalEnvelope(raw)
+		if len(b) > 2 {
+			unmarshalParsed(b[:len(b)/2])
+			unmarshalEnvelope(b[:len(b)/2])
 		}
 	})
 }

@@ -153,7 +153,7 @@ func (u *User) scan(ctx context.Context, mailboxID uint64, c *SearchCriteria, wa
 			return err
 		}
 		batch := msgs[start:min(start+parsedBatch, len(msgs))]
-		parsed, err := u.parsedOf(batch)
+		parsed, err := u.parsedOf(batch, max(n, want) == needRaw)
 		if err != nil {
 			return err
 		}
@@ -172,10 +172,15 @@ func (u *User) scan(ctx context.Context, mailboxID uint64, c *SearchCriteria, wa
 	return nil
 }
 
-// parsedOf returns the parsed forms of msgs, read in one transaction. A
-// message expunged meanwhile gets an empty form (it matches only criteria
-// on its record), as it would have a moment earlier.
-func (u *User) parsedOf(msgs []Message) ([]*Parsed, error) {
+// parsedOf returns the parsed forms of msgs, read in one transaction; with
+// full false only their envelopes (Root left zero). A message expunged
+// meanwhile gets an empty form (it matches only criteria on its record), as
+// it would have a moment earlier.
+func (u *User) parsedOf(msgs []Message, full bool) ([]*Parsed, error) {
+	decode := unmarshalEnvelope
+	if full {
+		decode = unmarshalParsed
+	}
 	blobs := make([]uint64, len(msgs))
 	for i := range msgs {
 		blobs[i] = msgs[i].BlobID
@@ -186,7 +191,7 @@ func (u *User) parsedOf(msgs []Message) ([]*Parsed, error) {
 			out[i] = &Parsed{Version: parsedVersion}
 			return nil
 		}
-		p, err := unmarshalParsed(raw)
+		p, err := decode(raw)
 		if err != nil {
 			out[i] = &Parsed{Version: parsedVersion}
 			return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -142,8 +143,13 @@ func sentDate(env *Envelope, internal time.Time) time.Time {
 	return internal
 }
 
-// sortString returns a message's string key for criterion.
+// sortString returns a message's string key for criterion, in memory of
+// its own (not a slice of the decoded record, which it would keep alive).
 func sortString(env *Envelope, criterion SortCriterion) string {
+	return strings.Clone(sortKeyOf(env, criterion))
+}
+
+func sortKeyOf(env *Envelope, criterion SortCriterion) string {
 	switch criterion {
 	case SortSubject:
 		return BaseSubject(env.RawSubject)

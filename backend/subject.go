@@ -61,6 +61,9 @@ func baseSubject(subject string) (base string, reply bool) {
 // collapseWSP turns tabs, CR and LF into spaces and runs of spaces into
 // one (RFC 5256 §2.1 step 1).
 func collapseWSP(s string) string {
+	if !strings.ContainsAny(s, "\t\r\n") && !strings.Contains(s, "  ") {
+		return s
+	}
 	var sb strings.Builder
 	sb.Grow(len(s))
 	space := false

@@ -50,13 +50,14 @@ func (u *User) Thread(ctx context.Context, mailboxID uint64, algorithm ThreadAlg
 	err := u.scan(ctx, mailboxID, criteria, needEnvelope, func(mc *matchCtx) error {
 		env := mc.parsedEnv()
 		base, reply := baseSubject(env.RawSubject)
-		m := threadMsg{uid: mc.msg.UID, date: sentDate(env, mc.msg.InternalDate), id: env.MessageID,
+		m := threadMsg{uid: mc.msg.UID, date: sentDate(env, mc.msg.InternalDate),
 			subject: upperASCIIString(base), reply: reply}
 		if algorithm == ThreadReferences {
-			m.refs = env.References
-			if len(m.refs) == 0 && len(env.InReplyTo) > 0 {
-				m.refs = env.InReplyTo[:1]
+			refs := env.References
+			if len(refs) == 0 && len(env.InReplyTo) > 0 {
+				refs = env.InReplyTo[:1]
 			}
+			m.id, m.refs = cloneIDs(env.MessageID, refs)
 		}
 		msgs = append(msgs, m)
 		return nil
@@ -71,6 +72,29 @@ func (u *User) Thread(ctx context.Context, mailboxID uint64, algorithm ThreadAlg
 		return orderedSubject(msgs), nil
 	}
 	return threadReferences(msgs), nil
+}
+
+// cloneIDs copies a message's IDs into one allocation of their own, so
+// that the thread tables do not keep every decoded record alive.
+func cloneIDs(id string, refs []string) (string, []string) {
+	n := len(id)
+	for _, r := range refs {
+		n += len(r)
+	}
+	var sb strings.Builder
+	sb.Grow(n)
+	sb.WriteString(id)
+	for _, r := range refs {
+		sb.WriteString(r)
+	}
+	all := sb.String()
+	out := make([]string, len(refs))
+	pos := len(id)
+	for i, r := range refs {
+		out[i] = all[pos : pos+len(r)]
+		pos += len(r)
+	}
+	return all[:len(id)], out
 }
 
 func upperASCIIString(s string) string {

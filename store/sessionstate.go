@@ -253,12 +253,28 @@ func upgradeMailboxes(tx *atx) error {
 // ParsedEach calls fn with the parsed form of each blob (nil for a blob
 // that is gone), in order, inside one read transaction: SEARCH, SORT and
 // THREAD read thousands of them. raw is valid only during the call.
+//
+// Blobs of consecutive messages are usually consecutive in the blobs
+// bucket (IDs ascend with delivery), and a small message is one chunk and
+// the info record: so the cursor steps forward a few keys to the next info
+// record rather than searching the tree from the root for each.
 func (m *Mailstore) ParsedEach(blobs []uint64, fn func(i int, raw []byte) error) error {
 	return m.view(func(tx *atx) error {
-		b := tx.Bucket(bucketBlobs)
+		c := tx.Bucket(bucketBlobs).Cursor()
+		var k, v []byte
 		for i, id := range blobs {
+			want := blobKey(id, infoChunk)
+			found := false
+			// Walk a few keys forward if the target is just ahead.
+			for step := 0; k != nil && step < 4 && bytes.Compare(k, want) < 0; step++ {
+				k, v = c.Next()
+			}
+			if k == nil || !bytes.Equal(k, want) {
+				k, v = c.Seek(want)
+			}
+			found = k != nil && bytes.Equal(k, want)
 			var raw []byte
-			if v := b.Get(blobKey(id, infoChunk)); v != nil {
+			if found && len(v) >= 4 {
 				raw = v[4:]
 			}
 			if err := fn(i, raw); err != nil {
