@@ -533,14 +533,7 @@ func (r *scriptRun) run(cmd string) []string {
 		if err != nil {
 			r.t.Fatalf("%s: %v", r.where, err)
 		}
-		var sb strings.Builder
-		sb.WriteString("thread ")
-		for _, th := range threads {
-			sb.WriteString("(")
-			r.writeThread(&sb, th)
-			sb.WriteString(")")
-		}
-		return []string{strings.TrimSpace(sb.String())}
+		return []string{strings.TrimSpace("thread " + formatThreads(threads, r.seqOf))}
 	case "fetch":
 		return r.fetch(toks)
 	}
@@ -554,27 +547,6 @@ func (r *scriptRun) seqList(uids []uint32) string {
 		fmt.Fprintf(&sb, " %d", r.seqOf(uid))
 	}
 	return sb.String()
-}
-
-// writeThread writes a thread's members (RFC 5256 §4 thread-list body).
-func (r *scriptRun) writeThread(sb *strings.Builder, n ThreadNode) {
-	if n.UID != 0 {
-		fmt.Fprintf(sb, "%d", r.seqOf(n.UID))
-	}
-	switch {
-	case len(n.Children) == 1 && n.UID != 0:
-		sb.WriteString(" ")
-		r.writeThread(sb, n.Children[0])
-	case len(n.Children) > 0:
-		if n.UID != 0 {
-			sb.WriteString(" ")
-		}
-		for _, ch := range n.Children {
-			sb.WriteString("(")
-			r.writeThread(sb, ch)
-			sb.WriteString(")")
-		}
-	}
 }
 
 func (r *scriptRun) fetch(toks []token) []string {

@@ -81,13 +81,15 @@ func (u *User) RecentCount(mailboxID uint64) (uint32, error) {
 // deleted only once every Pin of the account has advanced past its expunge.
 // A session takes a Pin before it reads a mailbox's messages on SELECT,
 // advances it each time it has told its client of the expunges up to a
-// modseq, and closes it on CLOSE, UNSELECT, a new SELECT or logout. A
-// session that holds no Pin must expect ErrExpunged from body reads.
+// modseq, and closes it on CLOSE, UNSELECT, a new SELECT or logout
+// (User.Release closes what is left). A session that holds no Pin must
+// expect ErrExpunged from body reads.
 //
 // Bodies wait on a persistent purge list, so a crash loses nothing: the
 // next start empties it (store.Mailstore.PurgeBlobs).
 type Pin struct {
 	p      *purger
+	u      *User
 	synced uint64
 	closed bool
 }
@@ -106,8 +108,14 @@ func (u *User) Pin() (*Pin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pin bodies of %s: %w", u.acct.Address, err)
 	}
-	p := &Pin{p: pr, synced: modseq}
+	p := &Pin{p: pr, u: u, synced: modseq}
 	pr.pins[p] = struct{}{}
+	u.mu.Lock()
+	if u.pins == nil {
+		u.pins = make(map[*Pin]struct{})
+	}
+	u.pins[p] = struct{}{}
+	u.mu.Unlock()
 	return p, nil
 }
 
@@ -136,6 +144,9 @@ func (p *Pin) Close() {
 	p.closed = true
 	delete(p.p.pins, p)
 	p.p.mu.Unlock()
+	p.u.mu.Lock()
+	delete(p.u.pins, p)
+	p.u.mu.Unlock()
 	p.p.schedule()
 }
 

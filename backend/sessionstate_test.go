@@ -115,6 +115,29 @@ func TestPinKeepsExpungedBodies(t *testing.T) {
 	}
 }
 
+func TestReleaseClosesPins(t *testing.T) {
+	b, reader, expunger, inbox := twoSessions(t)
+	appendBody(t, expunger, "Subject: x\r\n\r\nx\r\n")
+	if _, err := reader.Pin(); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := reader.Records(inbox.ID, []uint32{1})
+	if _, err := expunger.Expunge(inbox.ID, []uint32{1}, false); err != nil {
+		t.Fatal(err)
+	}
+	b.waitPurges()
+	if _, err := reader.ReadBody(&recs[0]); err != nil {
+		t.Fatalf("pinned body: %v", err)
+	}
+	// The session ends without closing its Pin: Release does.
+	reader.Release()
+	reader.Release()
+	b.waitPurges()
+	if _, err := expunger.ReadBody(&recs[0]); !errors.Is(err, ErrExpunged) {
+		t.Fatalf("body after the session's Release: %v", err)
+	}
+}
+
 func TestPinTakenAfterExpungeDoesNotHold(t *testing.T) {
 	b, reader, expunger, inbox := twoSessions(t)
 	appendBody(t, expunger, "Subject: x\r\n\r\nx\r\n")

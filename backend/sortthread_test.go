@@ -129,11 +129,17 @@ func TestSortKeys(t *testing.T) {
 
 // threadString writes threads as RFC 5256 §4 does, with UIDs.
 func threadString(nodes []ThreadNode) string {
+	return formatThreads(nodes, func(uid uint32) uint32 { return uid })
+}
+
+// formatThreads writes threads as RFC 5256 §4 does, each message as
+// num(UID): "(1 2 (3)(4))((5)(6))".
+func formatThreads(nodes []ThreadNode, num func(uint32) uint32) string {
 	var sb strings.Builder
 	var write func(n ThreadNode)
 	write = func(n ThreadNode) {
 		if n.UID != 0 {
-			fmt.Fprintf(&sb, "%d", n.UID)
+			fmt.Fprintf(&sb, "%d", num(n.UID))
 		}
 		switch {
 		case len(n.Children) == 1 && n.UID != 0:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -19,6 +20,9 @@ type User struct {
 	acct store.Account
 	ms   *store.Mailstore
 	gone chan struct{}
+
+	mu   sync.Mutex
+	pins map[*Pin]struct{} // open Pins taken through this handle; Release closes them
 }
 
 // Gone is closed when the account is deleted (Backend.DeleteUser): a
@@ -29,9 +33,20 @@ func (u *User) Gone() <-chan struct{} { return u.gone }
 // Release tells the backend a session is done with this handle, so the
 // account's mail file may be closed when idle or removed once the account
 // is deleted. Sessions (IMAP, POP3, submission) call it exactly when they
-// end; it is safe to call more than once. (Until the store closes idle
-// files, there is nothing to release yet.)
-func (u *User) Release() {}
+// end; it is safe to call more than once. It closes the Pins the session
+// left open, so that a session that ends abruptly cannot keep expunged
+// bodies for good.
+func (u *User) Release() {
+	u.mu.Lock()
+	pins := make([]*Pin, 0, len(u.pins))
+	for p := range u.pins {
+		pins = append(pins, p)
+	}
+	u.mu.Unlock()
+	for _, p := range pins {
+		p.Close()
+	}
+}
 
 // Address returns the account's address.
 func (u *User) Address() string { return u.acct.Address }
