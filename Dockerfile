@@ -33,6 +33,8 @@ COPY --from=build --chown=65532:65532 /out/data /var/lib/roost
 ENV ROOST_DATA_DIR=/var/lib/roost \
     ROOST_SMTP_LISTEN=:25 \
     ROOST_LMTP_LISTEN=:2424 \
+    ROOST_SUBMISSION_LISTEN=:587 \
+    ROOST_SUBMISSION_TLS_LISTEN=:465 \
     ROOST_IMAP_LISTEN=:143 \
     ROOST_IMAP_TLS_LISTEN=:993 \
     ROOST_POP3_LISTEN=:110 \
@@ -40,7 +42,7 @@ ENV ROOST_DATA_DIR=/var/lib/roost \
     ROOST_HTTP_LISTEN=:8080
 VOLUME /var/lib/roost
 WORKDIR /var/lib/roost
-EXPOSE 25 2424 143 993 110 995 8080
+EXPOSE 25 2424 587 465 143 993 110 995 8080
 USER 65532:65532
 # "roost status" succeeds when the server answers on its control socket.
 HEALTHCHECK --interval=30s --timeout=10s CMD ["roost", "status"]

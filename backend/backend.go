@@ -130,6 +130,7 @@ type LoginLimiter interface {
 type Backend struct {
 	opts  Options
 	store *store.Store
+	queue *store.Queue // the outbound queue (queue.go)
 	log   *slog.Logger
 	bus   *bus
 	auth  *loginCache
@@ -173,9 +174,15 @@ func New(opts Options) (*Backend, error) {
 		st.Close()
 		return nil, fmt.Errorf("backend: %w", err)
 	}
+	q, err := store.OpenQueue(store.Options{Dir: opts.DataDir, NoSync: opts.NoSync, Logger: opts.Logger})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	b := &Backend{
 		opts:      opts,
 		store:     st,
+		queue:     q,
 		log:       opts.Logger,
 		bus:       newBus(),
 		auth:      newLoginCache(opts.LoginCacheTTL),
@@ -185,6 +192,7 @@ func New(opts Options) (*Backend, error) {
 		purgers:   make(map[uint64]*purger),
 	}
 	if err := b.loadDomains(); err != nil {
+		q.Close()
 		st.Close()
 		return nil, err
 	}
@@ -194,7 +202,7 @@ func New(opts Options) (*Backend, error) {
 // Close waits for in-flight deliveries and closes the store.
 func (b *Backend) Close() error {
 	b.inflight.Wait()
-	return b.store.Close()
+	return errors.Join(b.queue.Close(), b.store.Close())
 }
 
 // Hostname returns the configured host name.
@@ -408,7 +416,12 @@ func (b *Backend) Aliases(ctx context.Context) ([][2]string, error) { return b.s
 
 // Backup writes a consistent copy of the whole store into dir while the
 // server runs. Restoring is copying the files back into an empty data_dir.
-func (b *Backend) Backup(ctx context.Context, dir string) error { return b.store.Backup(dir) }
+func (b *Backend) Backup(ctx context.Context, dir string) error {
+	if err := b.store.Backup(dir); err != nil {
+		return err
+	}
+	return b.queue.Backup(dir)
+}
 
 // user returns the User for an account record.
 func (b *Backend) user(acct store.Account) (*User, error) {

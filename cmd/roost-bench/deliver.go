@@ -64,7 +64,9 @@ type deliverTarget struct {
 	addr string
 	lmtp bool
 	from string
-	gen  msgGenerator
+	// authUser and authPass, if set, log in after EHLO (submission).
+	authUser, authPass string
+	gen                msgGenerator
 	// seqBase is added to the operation number to pick the message.
 	seqBase int64
 	// rcpts returns the recipients of message seq.
@@ -99,6 +101,12 @@ func (w *deliverWorker) do(ctx context.Context, seq int64) error {
 		c, err := dialMail(ctx, w.target.addr, w.target.lmtp, w.timeout)
 		if err != nil {
 			return w.failed(ctx, err)
+		}
+		if w.target.authUser != "" {
+			if err := c.authPlain(w.target.authUser, w.target.authPass); err != nil {
+				c.close()
+				return w.failed(ctx, err)
+			}
 		}
 		w.client = c
 		w.stats.mu.Lock()
@@ -157,6 +165,7 @@ func runDeliver(ctx context.Context, cfg *config, stderr io.Writer) (*deliverRes
 		gen: msgGenerator{seed: cfg.seed, size: cfg.size}, rcpts: roundRobinRcpts(cfg)}
 	if cfg.useSMTP {
 		target.addr, target.lmtp = cfg.smtp, false
+		target.authUser, target.authPass = cfg.auth, cfg.pass
 	}
 	plan := loadPlan{concurrency: cfg.concurrency, duration: cfg.duration, count: cfg.count, rate: cfg.rate}
 	return deliverLoad(ctx, cfg, plan, target, "deliver", stderr), nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/roostmail/roost/autoconfig"
 	"github.com/roostmail/roost/backend"
+	"github.com/roostmail/roost/outbound"
 	"github.com/roostmail/roost/store"
 )
 
@@ -25,6 +26,8 @@ import (
 type admin struct {
 	b       *backend.Backend
 	dataDir string
+	// outbound is the running server's queue engine; nil in direct mode.
+	outbound *outbound.Engine
 	// status lists the running server's listeners; nil in direct mode.
 	status func() []string
 }
@@ -42,6 +45,7 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 	want := map[string]int{
 		opPing: 0, opStatus: 0, opUserAdd: 1, opUserPasswd: 1, opUserDel: 1, opUserList: 0,
 		opAliasAdd: 2, opAliasDel: 1, opAliasList: 0, opBackup: 1,
+		opQueueList: 0, opQueueShow: 1, opQueueRetry: 1, opQueueDelete: 1,
 	}
 	n, ok := want[req.Op]
 	if !ok {
@@ -125,6 +129,8 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 			return nil, fmt.Errorf("backup to %s: %w", dir, err)
 		}
 		return []string{"backup written to " + dir}, nil
+	case opQueueList, opQueueShow, opQueueRetry, opQueueDelete:
+		return queueOp(ctx, b, a.outbound, req.Op, req.Args)
 	}
 	return nil, fmt.Errorf("unknown operation %q", req.Op)
 }
@@ -299,14 +305,25 @@ func printDNS(cfg *Config, domain string, w io.Writer) error {
 	if !autoconfig.ValidDomain(domain) {
 		return fmt.Errorf("invalid domain name %q", domain)
 	}
-	_, err := io.WriteString(w, autoconfig.DNSRecords(domain, autoconfigOptions(cfg, nil, nil)))
+	if _, err := io.WriteString(w, autoconfig.DNSRecords(domain, autoconfigOptions(cfg, nil, nil))); err != nil {
+		return err
+	}
+	keys, err := newDKIMKeyring(cfg.DataDir, slog.New(slog.DiscardHandler)).all(domain)
+	if err != nil {
+		return fmt.Errorf("DKIM keys of %s: %w", domain, err)
+	}
+	recs, err := outbound.DNSRecords(domain, keys)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, recs)
 	return err
 }
 
 // autoconfigOptions maps [autoconfig] onto the package's Options.
 func autoconfigOptions(cfg *Config, domains func() []string, log *slog.Logger) autoconfig.Options {
 	a := cfg.Autoconfig
-	return autoconfig.Options{
+	o := autoconfig.Options{
 		Hostname:       a.Hostname,
 		IMAPSPort:      a.IMAPSPort,
 		IMAPPort:       a.IMAPPort,
@@ -318,4 +335,20 @@ func autoconfigOptions(cfg *Config, domains func() []string, log *slog.Logger) a
 		Domains:        domains,
 		Logger:         log,
 	}
+	// Roost's own submission is announced unless submission_host names
+	// another server.
+	if a.SubmissionHost == "" && (cfg.Submission.Listen != "" || cfg.Submission.TLSListen != "") {
+		o.SubmissionHost = a.Hostname
+		if cfg.Submission.TLSListen != "" {
+			o.Submission = append(o.Submission, autoconfig.SubmissionPort{Port: a.SubmissionsPort, ImplicitTLS: true})
+		}
+		if cfg.Submission.Listen != "" {
+			port := a.SubmissionPort
+			if port == 0 {
+				port = autoconfig.DefaultSubmissionPort
+			}
+			o.Submission = append(o.Submission, autoconfig.SubmissionPort{Port: port})
+		}
+	}
+	return o
 }

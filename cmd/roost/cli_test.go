@@ -86,6 +86,9 @@ format = "json"
 listen = "127.0.0.1:0"
 [lmtp]
 listen = "127.0.0.1:0"
+[submission]
+listen = "127.0.0.1:0"
+tls_listen = "127.0.0.1:0"
 [imap]
 listen = "127.0.0.1:0"
 tls_listen = "127.0.0.1:0"

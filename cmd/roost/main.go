@@ -17,9 +17,10 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"time"
 )
 
-const usage = `Roost: a mailbox server (SMTP/LMTP in, IMAP and POP3 out).
+const usage = `Roost: a mail server (SMTP/LMTP in, IMAP and POP3 out, submission and sending).
 
 Usage:
   roost serve                      run the server (all configured listeners)
@@ -32,6 +33,11 @@ Usage:
   roost alias list                 list aliases: ALIAS, then its account
   roost backup DIR                 write a consistent copy of the store into DIR
   roost dns DOMAIN                 print the DNS records to publish for DOMAIN
+  roost dkim generate DOMAIN       make DKIM signing keys (Ed25519, RSA-2048) for DOMAIN
+  roost queue list                 list the messages waiting to be sent
+  roost queue show ID              show one queued message and its recipients
+  roost queue retry ID             try a queued message again now
+  roost queue delete ID            remove a queued message without telling anyone
   roost status                     show whether a server runs, and its listeners
   roost version                    print the version
   roost help                       print this help
@@ -182,6 +188,19 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 		if err := wantArgs(args, 1, "dns DOMAIN"); err != nil {
 			return err
 		}
+	case "dkim":
+		if len(args) == 0 || args[0] != "generate" {
+			return usagef("usage: roost dkim generate DOMAIN")
+		}
+		if err := wantArgs(args[1:], 1, "dkim generate DOMAIN"); err != nil {
+			return err
+		}
+	case "queue":
+		r, err := parseQueue(args)
+		if err != nil {
+			return err
+		}
+		req = r
 	case "status":
 		if err := wantArgs(args, 0, "status"); err != nil {
 			return err
@@ -200,6 +219,8 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 		return serve(ctx, cfg, env.stderr)
 	case "dns":
 		return printDNS(cfg, args[0], env.stdout)
+	case "dkim":
+		return dkimGenerate(cfg, args[1], env.stdout, time.Now())
 	}
 	return runAdmin(ctx, cfg, req, env)
 }
@@ -239,6 +260,21 @@ func parseAdmin(cmd string, args []string) (request, error) {
 		return request{}, err
 	}
 	return request{Op: f.op, Args: args}, nil
+}
+
+// parseQueue turns "queue ..." into a control request.
+func parseQueue(args []string) (request, error) {
+	if len(args) == 0 {
+		return request{}, usagef("queue needs a subcommand (list, show, retry, delete)")
+	}
+	switch sub, rest := args[0], args[1:]; sub {
+	case "list":
+		return request{Op: opQueueList}, wantArgs(rest, 0, "queue list")
+	case "show", "retry", "delete":
+		return request{Op: "queue." + sub, Args: rest}, wantArgs(rest, 1, "queue "+sub+" ID")
+	default:
+		return request{}, usagef("unknown command %q", "queue "+sub)
+	}
 }
 
 // versionString reports the module version and VCS revision the binary was

@@ -20,6 +20,7 @@ import (
 	"github.com/roostmail/roost/autoconfig"
 	"github.com/roostmail/roost/backend"
 	"github.com/roostmail/roost/certs"
+	"github.com/roostmail/roost/outbound"
 	"github.com/roostmail/roost/store"
 )
 
@@ -60,6 +61,7 @@ type deps struct {
 	backend   *backend.Backend
 	tls       *tls.Config
 	plaintext backend.PlaintextPolicy
+	outbound  *outbound.Engine
 	log       *slog.Logger
 }
 
@@ -156,7 +158,11 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		return fail(fmt.Errorf("TLS certificate: %w", err))
 	}
 	m.watchBackend(b)
-	eps, err := frontEnds(deps{cfg: cfg, backend: b, tls: cm.TLSConfig(), plaintext: plaintext, log: log})
+	eng, err := newOutbound(cfg, b, newDKIMKeyring(cfg.DataDir, log), m.onOutbound, log)
+	if err != nil {
+		return fail(err)
+	}
+	eps, err := frontEnds(deps{cfg: cfg, backend: b, tls: cm.TLSConfig(), plaintext: plaintext, outbound: eng, log: log})
 	if err != nil {
 		return fail(err)
 	}
@@ -194,13 +200,18 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		}
 		return append(lines, "tls_fingerprint\t"+cm.Fingerprint())
 	}
-	ctl, err := startControl(controlSocketPath(cfg.DataDir), &admin{b: b, dataDir: cfg.DataDir, status: status}, log)
+	ctl, err := startControl(controlSocketPath(cfg.DataDir), &admin{b: b, dataDir: cfg.DataDir, status: status, outbound: eng}, log)
 	if err != nil {
 		return fail(err)
 	}
 
 	// Serve. A server that stops on its own (not after Shutdown) is fatal.
-	errc := make(chan error, len(bound)+1)
+	errc := make(chan error, len(bound)+2)
+	go func() {
+		if err := eng.Run(); err != nil {
+			errc <- err
+		}
+	}()
 	for _, be := range bound {
 		ln := m.wrapListener(be.ln, be.name)
 		go func() {
@@ -297,6 +308,11 @@ wait:
 		shutdown("http", httpSrv.Shutdown)
 	}
 	wg.Wait()
+	// The queue stops after the submission servers: what they took is
+	// queued; what is in flight gets what is left of the timeout.
+	if err := eng.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("outbound: %w", err))
+	}
 	// Servers close their listeners; make sure the socket files are gone
 	// before the store lock is released to a possible next server.
 	for _, be := range bound {
