@@ -436,6 +436,7 @@ func (b *Backend) user(acct store.Account) (*User, error) {
 		b.gone[acct.ID] = gone
 	}
 	b.mu.Unlock()
+	b.purgerOf(acct.ID, ms) // the first User of the account empties what a restart left pending
 	return &User{b: b, acct: acct, ms: ms, gone: gone}, nil
 }
 

@@ -403,7 +403,7 @@ func (u *User) Copy(mailboxID uint64, uids []uint32, dest string, move bool) (Co
 // Bodies of the expunged messages stay readable while a session's Pin may
 // still address them (see Pin); with no Pin on the account they go at once.
 func (u *User) Expunge(mailboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
-	out, err := u.b.purgerOf(u.acct.ID, u.ms).expunge(mailboxID, uids, requireDeleted)
+	out, err := u.b.purgerOf(u.acct.ID, u.ms).expunge(u.ms, mailboxID, uids, requireDeleted)
 	if err != nil {
 		return nil, mapStoreErr(err, "")
 	}
