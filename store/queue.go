@@ -294,11 +294,3 @@ func (r *queueBody) Read(p []byte) (int, error) {
 	r.buf = r.buf[n:]
 	return n, nil
 }
-
-// Backup writes a consistent copy of the queue file into dir.
-func (q *Queue) Backup(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	return backupDB(q.f.db, filepath.Join(dir, QueueFileName))
-}

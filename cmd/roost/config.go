@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -56,6 +57,7 @@ type Config struct {
 	IMAP       IMAPConfig       `koanf:"imap"`
 	POP3       POP3Config       `koanf:"pop3"`
 	HTTP       HTTPConfig       `koanf:"http"`
+	Metrics    MetricsConfig    `koanf:"metrics"`
 	TLS        TLSConfig        `koanf:"tls"`
 	Auth       AuthConfig       `koanf:"auth"`
 	Autoconfig AutoconfigConfig `koanf:"autoconfig"`
@@ -151,8 +153,16 @@ type POP3Config struct {
 	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
 }
 
-// HTTPConfig is [http]: autoconfiguration, /metrics and /healthz.
+// HTTPConfig is [http]: autoconfiguration and /healthz, the listener
+// published (behind a proxy) as autoconfig.<domain>.
 type HTTPConfig struct {
+	Listen string `koanf:"listen" listen:"tcp"`
+}
+
+// MetricsConfig is [metrics]: /metrics (and /healthz) on a listener of
+// its own, so that publishing the autoconfiguration listener does not
+// publish the metrics.
+type MetricsConfig struct {
 	Listen string `koanf:"listen" listen:"tcp"`
 }
 
@@ -170,6 +180,14 @@ type AuthConfig struct {
 	FailureWindow time.Duration `koanf:"failure_window"`
 	Lockout       time.Duration `koanf:"lockout"`
 	LoginCacheTTL time.Duration `koanf:"login_cache_ttl" min:"0"`
+	// The throttle of one (account, address) pair, and the account lock
+	// (backend.AuthLimiterOptions).
+	Delay                time.Duration `koanf:"delay"`
+	MaxDelay             time.Duration `koanf:"max_delay"`
+	AccountLockAddresses int           `koanf:"account_lock_addresses"`
+	IPv6Prefix           int           `koanf:"ipv6_prefix"`
+	KnownGoodTTL         time.Duration `koanf:"known_good_ttl"`
+	MaxTracked           int           `koanf:"max_tracked"`
 }
 
 // AutoconfigConfig is [autoconfig]: what mail clients are told, which may
@@ -253,14 +271,22 @@ func defaultConfig() Config {
 			MaxFailedLogins:     3,
 			AuthFailureDelay:    2 * time.Second,
 		},
-		HTTP: HTTPConfig{Listen: "127.0.0.1:8080"},
-		TLS:  TLSConfig{HandshakeTimeout: 30 * time.Second},
+		HTTP:    HTTPConfig{Listen: "127.0.0.1:8080"},
+		Metrics: MetricsConfig{Listen: "127.0.0.1:9154"},
+		TLS:     TLSConfig{HandshakeTimeout: 30 * time.Second},
 		Auth: AuthConfig{
 			Plaintext:     string(backend.PlaintextTLSOrLoopback),
 			MaxFailures:   10,
 			FailureWindow: 5 * time.Minute,
 			Lockout:       5 * time.Minute,
 			LoginCacheTTL: 5 * time.Minute,
+
+			Delay:                time.Second,
+			MaxDelay:             30 * time.Second,
+			AccountLockAddresses: 10,
+			IPv6Prefix:           64,
+			KnownGoodTTL:         30 * 24 * time.Hour,
+			MaxTracked:           50000,
 		},
 		Autoconfig: AutoconfigConfig{
 			IMAPSPort:       993,
@@ -406,6 +432,14 @@ func loadConfig(path string, environ []string) (*Config, error) {
 		}
 	}
 
+	// data_dir is made absolute once, here: every message then names the
+	// directory really used, and the control socket path does not depend
+	// on a later change of directory.
+	abs, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data_dir %q: %w", cfg.DataDir, err)
+	}
+	cfg.DataDir = abs
 	if !set["lmtp.max_message_bytes"] {
 		cfg.LMTP.MaxMessageBytes = cfg.SMTP.MaxMessageBytes
 	}
@@ -435,6 +469,15 @@ func (c *Config) check() error {
 	}
 	if _, err := backend.ParsePlaintextPolicy(c.Auth.Plaintext); err != nil {
 		return fmt.Errorf("config: auth.plaintext: %w", err)
+	}
+	if c.Auth.IPv6Prefix > 128 {
+		return fmt.Errorf("config: auth.ipv6_prefix: %d is not an IPv6 prefix length (1-128)", c.Auth.IPv6Prefix)
+	}
+	if c.Auth.AccountLockAddresses > 1000 {
+		return fmt.Errorf("config: auth.account_lock_addresses: %d is more than 1000", c.Auth.AccountLockAddresses)
+	}
+	if c.Auth.MaxDelay < c.Auth.Delay {
+		return fmt.Errorf("config: auth.max_delay (%s) is less than auth.delay (%s)", c.Auth.MaxDelay, c.Auth.Delay)
 	}
 	if _, err := c.Outbound.retrySchedule(); err != nil {
 		return fmt.Errorf("config: outbound.retry_schedule: %w", err)

@@ -65,10 +65,12 @@ submission_port = 465
 				want := defaultConfig()
 				want.Hostname, _ = os.Hostname()
 				want.Autoconfig.Hostname = want.Hostname
+				wd, _ := os.Getwd()
+				want.DataDir = filepath.Join(wd, "roost-data") // made absolute
 				if *c != want {
 					t.Errorf("got %+v\nwant %+v", *c, want)
 				}
-				if c.DataDir != "./roost-data" || c.SMTP.Listen != "127.0.0.1:2525" || c.LMTP.Listen != "127.0.0.1:2424" ||
+				if c.DataDir != want.DataDir || c.SMTP.Listen != "127.0.0.1:2525" || c.LMTP.Listen != "127.0.0.1:2424" ||
 					c.IMAP.Listen != "127.0.0.1:1143" || c.IMAP.TLSListen != "127.0.0.1:1993" ||
 					c.POP3.Listen != "127.0.0.1:1110" || c.POP3.TLSListen != "127.0.0.1:1995" || c.HTTP.Listen != "127.0.0.1:8080" {
 					t.Errorf("default listeners wrong: %+v", *c)
@@ -284,6 +286,8 @@ func TestREADMEConfigReference(t *testing.T) {
 	}
 	want := defaultConfig()
 	want.Hostname, want.Autoconfig.Hostname = cfg.Hostname, cfg.Autoconfig.Hostname
+	wd, _ := os.Getwd()
+	want.DataDir = filepath.Join(wd, "roost-data")
 	if *cfg != want {
 		t.Errorf("the README's config differs from the defaults:\n got %+v\nwant %+v", *cfg, want)
 	}

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"strings"
 	"time"
 )
@@ -23,15 +22,17 @@ import (
 const usage = `Roost: a mail server (SMTP/LMTP in, IMAP and POP3 out, submission and sending).
 
 Usage:
-  roost serve                      run the server (all configured listeners)
+  roost serve                      run the server (all configured listeners); creates the store on first start
+  roost init                       create an empty store in data_dir without starting the server
   roost user add ADDRESS           create an account (password read from stdin or prompted)
   roost user passwd ADDRESS        change an account's password
   roost user del ADDRESS           delete an account, its aliases and all its mail
   roost user list                  list accounts, one per line, address first
-  roost alias add ALIAS ADDRESS    deliver mail for ALIAS to the account ADDRESS
+  roost alias add ALIAS ADDRESS    deliver mail for ALIAS to the account ADDRESS ("*@DOMAIN": catch-all)
   roost alias del ALIAS            remove an alias
   roost alias list                 list aliases: ALIAS, then its account
-  roost backup DIR                 write a consistent copy of the store into DIR
+  roost backup DIR                 write a consistent copy of the store into DIR, with a manifest
+  roost restore DIR                check the backup in DIR and restore it into an empty data_dir (server stopped)
   roost dns DOMAIN                 print the DNS records to publish for DOMAIN
   roost dkim generate DOMAIN       make DKIM signing keys (Ed25519, RSA-2048) for DOMAIN
   roost queue list                 list the messages waiting to be sent
@@ -47,7 +48,8 @@ Global flag (anywhere on the command line):
 
 Admin commands work whether or not "roost serve" runs with the same config:
 they use its control socket (data_dir/control.sock) when it answers, and
-open the store directly otherwise.
+open the store directly otherwise. They never create a store: with no
+server and no store at data_dir they fail and say where they looked.
 `
 
 // Exit codes.
@@ -162,7 +164,7 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 		if err := wantArgs(args, 0, "version"); err != nil {
 			return err
 		}
-		fmt.Fprintln(env.stdout, versionString())
+		fmt.Fprintln(env.stdout, readBuildInfo())
 		return nil
 	}
 	// Check the command line before loading the config, so a typo gets a
@@ -171,6 +173,10 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 	switch cmd {
 	case "serve":
 		if err := wantArgs(args, 0, "serve"); err != nil {
+			return err
+		}
+	case "init":
+		if err := wantArgs(args, 0, "init"); err != nil {
 			return err
 		}
 	case "user", "alias":
@@ -184,6 +190,10 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 			return err
 		}
 		req = request{Op: opBackup, Args: args}
+	case "restore":
+		if err := wantArgs(args, 1, "restore DIR"); err != nil {
+			return err
+		}
 	case "dns":
 		if err := wantArgs(args, 1, "dns DOMAIN"); err != nil {
 			return err
@@ -219,6 +229,10 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 		return serve(ctx, cfg, env.stderr)
 	case "dns":
 		return printDNS(cfg, args[0], env.stdout)
+	case "init":
+		return runInit(ctx, cfg, env)
+	case "restore":
+		return runRestore(ctx, cfg, args[0], env)
 	case "dkim":
 		return dkimGenerate(cfg, args[1], env.stdout, time.Now())
 	}
@@ -275,23 +289,4 @@ func parseQueue(args []string) (request, error) {
 	default:
 		return request{}, usagef("unknown command %q", "queue "+sub)
 	}
-}
-
-// versionString reports the module version and VCS revision the binary was
-// built from, as recorded by the Go toolchain.
-func versionString() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "roost (unknown version)"
-	}
-	v := bi.Main.Version
-	if v == "" || v == "(devel)" {
-		v = "(devel)"
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				v += " " + s.Value
-			}
-		}
-	}
-	return "roost " + v + " " + bi.GoVersion
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -63,7 +64,15 @@ func newMetrics() *metrics {
 	for _, r := range []string{"ok", "over_quota", "too_big", "error"} {
 		m.deliveries.WithLabelValues(r)
 	}
+	bi := readBuildInfo()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "roost_build_info",
+		Help:        "Always 1; the labels say what this binary was built from (as `roost version` prints it).",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.Commit, "goversion": bi.GoVersion},
+	})
+	buildInfo.Set(1)
 	reg.MustRegister(
+		buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),
@@ -126,12 +135,12 @@ type countingLimiter struct {
 	m     *metrics
 }
 
-func (l *countingLimiter) Allow(ip, account string) bool {
-	ok := l.inner.Allow(ip, account)
+func (l *countingLimiter) Allow(ip, account string) (time.Duration, bool) {
+	wait, ok := l.inner.Allow(ip, account)
 	if !ok {
 		l.m.logins.WithLabelValues("locked").Inc()
 	}
-	return ok
+	return wait, ok
 }
 
 func (l *countingLimiter) Failed(ip, account string) {

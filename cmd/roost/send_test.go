@@ -216,7 +216,7 @@ func TestSendLocalAndRemote(t *testing.T) {
 		t.Errorf("sent message: %s", got.Data)
 	}
 
-	resp, err := http.Get("http://" + e.st["http"] + "/metrics")
+	resp, err := http.Get("http://" + e.st["metrics"] + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
