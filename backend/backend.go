@@ -151,6 +151,8 @@ type Backend struct {
 	// gone holds, per account with live Users, a channel closed when the
 	// account is deleted, so sessions end instead of failing (User.Gone).
 	gone map[uint64]chan struct{}
+	// purgers delete each account's expunged bodies once no Pin needs them.
+	purgers map[uint64]*purger
 
 	inflight sync.WaitGroup
 }
@@ -195,6 +197,7 @@ func New(opts Options) (*Backend, error) {
 		hashSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
 		pop3:      make(map[uint64]bool),
 		gone:      make(map[uint64]chan struct{}),
+		purgers:   make(map[uint64]*purger),
 	}
 	if err := b.loadDomains(); err != nil {
 		q.Close()
@@ -379,6 +382,7 @@ func (b *Backend) DeleteUser(ctx context.Context, address string) error {
 		close(c)
 		delete(b.gone, acct.ID)
 	}
+	delete(b.purgers, acct.ID)
 	b.mu.Unlock()
 	b.auth.forget(addr)
 	b.log.Info("account deleted", "account", addr)
@@ -442,6 +446,7 @@ func (b *Backend) user(acct store.Account) (*User, error) {
 		b.gone[acct.ID] = gone
 	}
 	b.mu.Unlock()
+	b.purgerOf(acct.ID, ms) // the first User of the account empties what a restart left pending
 	return &User{b: b, acct: acct, ms: ms, gone: gone}, nil
 }
 
