@@ -75,7 +75,7 @@ func BenchmarkBigMailbox(b *testing.B) {
 			ms, _ := s.Mailstore(acct.ID)
 			b.Run(name, func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
-					if _, err := ms.Append("INBOX", msg(i), 0); err != nil {
+					if _, err := ms.Append("INBOX", msg(i), Limits{}); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -15,16 +15,16 @@ func TestCompactReclaimsSpace(t *testing.T) {
 	defer s.Close()
 	ms, mb := newAccount(t, s, "a@x.org")
 	for i := 0; i < 60; i++ {
-		if _, err := ms.Append("INBOX", bigMsg(i, 200<<10), 0); err != nil {
+		if _, err := ms.Append("INBOX", bigMsg(i, 200<<10), Limits{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	keep, err := ms.Append("INBOX", msg(1000), 0)
+	keep, err := ms.Append("INBOX", msg(1000), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	uids, _ := ms.UIDs(mb.ID)
-	if _, err := ms.Expunge(mb.ID, uids[:60], false); err != nil {
+	if _, err := ms.ExpungeAndPurge(mb.ID, uids[:60], false); err != nil { // no session can read them
 		t.Fatal(err)
 	}
 	size := func() int64 {
@@ -51,7 +51,7 @@ func TestCompactReclaimsSpace(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := ms.Append("INBOX", msg(2000+i), 0); err != nil {
+			if _, err := ms.Append("INBOX", msg(2000+i), Limits{}); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -75,7 +75,7 @@ func TestCompactReclaimsSpace(t *testing.T) {
 	if body, err := ms.ReadBody(mustMessage(t, ms, mb.ID, keep.UID).BlobID); err != nil || string(body) != string(msg(1000).Body) {
 		t.Fatalf("kept message after compaction: %q, %v", body, err)
 	}
-	next, err := ms.Append("INBOX", msg(3000), 0)
+	next, err := ms.Append("INBOX", msg(3000), Limits{})
 	if err != nil || next.UID != info.UIDNext {
 		t.Fatalf("append after compaction: UID %d, %v; want %d", next.UID, err, info.UIDNext)
 	}

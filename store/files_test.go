@@ -34,7 +34,7 @@ func TestOpenFilesBounded(t *testing.T) {
 	s.mu.Unlock()
 	for round := 0; round < 3; round++ {
 		for i, ms := range stores {
-			if _, err := ms.Append("INBOX", msg(round*n+i), 0); err != nil {
+			if _, err := ms.Append("INBOX", msg(round*n+i), Limits{}); err != nil {
 				t.Fatal(err)
 			}
 			if got := s.OpenFiles(); got > 3 {
@@ -90,7 +90,7 @@ func TestIdleFilesClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Append("INBOX", msg(1), 0); err != nil {
+	if _, err := a.Append("INBOX", msg(1), Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the idle file to close", func() bool { return s.OpenFiles() == 1 })

@@ -27,8 +27,8 @@ package store
 //
 //	recPin:    file, meta page image: the file's durable state to restore
 //	recClean:  file: the file on disk is durable as it is
-//	recAppend: file, account bucket key, mailbox name, quota bytes,
-//	           internal date (unix ns), flags, parsed form, body
+//	recAppend: file, account bucket key, mailbox name, quota bytes, quota
+//	           messages, internal date (unix ns), flags, parsed form, body
 //
 // where file is the mail file's path relative to the data directory, and
 // byte strings and lists are uvarint-length-prefixed.
@@ -487,7 +487,7 @@ type appendRecord struct {
 	file    string
 	account []byte
 	mailbox string
-	quota   int64
+	quota   Limits
 	msg     NewMessage
 }
 
@@ -501,7 +501,8 @@ func (r *appendRecord) encode() []byte {
 	b = appendBytes(b, []byte(r.file))
 	b = appendBytes(b, r.account)
 	b = appendBytes(b, []byte(r.mailbox))
-	b = binary.AppendVarint(b, r.quota)
+	b = binary.AppendVarint(b, r.quota.Bytes)
+	b = binary.AppendVarint(b, r.quota.Messages)
 	b = binary.AppendVarint(b, r.msg.InternalDate.UnixNano())
 	b = binary.AppendUvarint(b, uint64(len(r.msg.Flags)))
 	for _, f := range r.msg.Flags {
@@ -570,7 +571,8 @@ func decodeRecord(p []byte) (walEntry, error) {
 		a := &appendRecord{file: e.file}
 		a.account = r.bytes()
 		a.mailbox = string(r.bytes())
-		a.quota = r.varint()
+		a.quota.Bytes = r.varint()
+		a.quota.Messages = r.varint()
 		a.msg.InternalDate = time.Unix(0, r.varint())
 		nf := r.uvarint()
 		if r.err == nil && nf > uint64(len(r.b)) {

@@ -69,7 +69,7 @@ func TestJournalSharesOneSyncAcrossAccounts(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, errs[i] = stores[i].Append("INBOX", msg(round*n+i), 0)
+				_, errs[i] = stores[i].Append("INBOX", msg(round*n+i), Limits{})
 			}()
 		}
 		// The writer holds the first request at the gate; the other
@@ -313,7 +313,7 @@ func testPowerLoss(t *testing.T, shards int, seed uint64) {
 					defer wg.Done()
 					size := []int{200, 5000, 300 << 10, 400 << 10, 1100 << 10, 1000}[k]
 					m := bigMsg(round*1000+i*10+k, size)
-					if _, err := ms.Append("INBOX", m, 0); err != nil {
+					if _, err := ms.Append("INBOX", m, Limits{}); err != nil {
 						t.Error(err)
 						return
 					}
@@ -457,7 +457,7 @@ func TestJournalRecoveryAfterKill(t *testing.T) {
 	for _, a := range addrs {
 		ms, _ := newAccount(t, s, a)
 		for i := 0; i < 30; i++ {
-			if _, err := ms.Append("INBOX", bigMsg(i, 100+i*997), 0); err != nil {
+			if _, err := ms.Append("INBOX", bigMsg(i, 100+i*997), Limits{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -505,7 +505,7 @@ func TestJournalSegments(t *testing.T) {
 	if err := j.start(0); err != nil {
 		t.Fatal(err)
 	}
-	a := &appendRecord{file: "accounts/1.db", account: accountKey(1), mailbox: "INBOX", quota: 7,
+	a := &appendRecord{file: "accounts/1.db", account: accountKey(1), mailbox: "INBOX", quota: Limits{Bytes: 7, Messages: 9},
 		msg: NewMessage{Body: []byte("body"), Parsed: []byte("p"), Flags: []string{`\Seen`, "$x"}, InternalDate: time.Unix(5, 6)}}
 	if err := j.append([][]byte{pinRecord("accounts/1.db", []byte("meta")), a.encode()}, "accounts/1.db", ""); err != nil {
 		t.Fatal(err)
@@ -528,7 +528,7 @@ func TestJournalSegments(t *testing.T) {
 		t.Fatalf("read back %+v", st)
 	}
 	got := st.appends[1]
-	if got.mailbox != "INBOX" || got.quota != 7 || string(got.msg.Body) != "body" || string(got.msg.Parsed) != "p" ||
+	if got.mailbox != "INBOX" || got.quota != (Limits{Bytes: 7, Messages: 9}) || string(got.msg.Body) != "body" || string(got.msg.Parsed) != "p" ||
 		!slices.Equal(got.msg.Flags, a.msg.Flags) || !got.msg.InternalDate.Equal(a.msg.InternalDate) || !bytes.Equal(got.account, a.account) {
 		t.Fatalf("append record read back as %+v", got)
 	}
@@ -580,7 +580,7 @@ func TestJournalSegmentsRotateAndRecycle(t *testing.T) {
 		stores[i], _ = newAccount(t, s, a)
 	}
 	for i := 0; i < 300; i++ {
-		if _, err := stores[i%3].Append("INBOX", bigMsg(i, 3000+i*7), 0); err != nil {
+		if _, err := stores[i%3].Append("INBOX", bigMsg(i, 3000+i*7), Limits{}); err != nil {
 			t.Fatal(err)
 		}
 		if i%60 == 59 {

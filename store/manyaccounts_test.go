@@ -39,7 +39,7 @@ func BenchmarkManyAccounts(b *testing.B) {
 	start := time.Now()
 	for i := 0; i < n; i++ {
 		ms, _ := newAccount(b, s, fmt.Sprintf("user%d@example.org", i))
-		if _, err := ms.Append("INBOX", msg(i), 0); err != nil {
+		if _, err := ms.Append("INBOX", msg(i), Limits{}); err != nil {
 			b.Fatalf("account %d: %v", i, err)
 		}
 		if i%1000 == 999 {
@@ -56,7 +56,7 @@ func BenchmarkManyAccounts(b *testing.B) {
 			b.Fatal(err)
 		}
 		ms, _ := s.Mailstore(acct.ID)
-		if _, err := ms.Append("INBOX", msg(i), 0); err != nil {
+		if _, err := ms.Append("INBOX", msg(i), Limits{}); err != nil {
 			b.Fatalf("account %d again: %v", i, err)
 		}
 	}

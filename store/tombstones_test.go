@@ -18,7 +18,7 @@ func TestTombstonePurge(t *testing.T) {
 	defer s.Close()
 	ms, mb := newAccount(t, s, "a@x.org")
 	for i := 0; i < 10; i++ {
-		if _, err := ms.Append("INBOX", msg(i), 0); err != nil {
+		if _, err := ms.Append("INBOX", msg(i), Limits{}); err != nil {
 			t.Fatal(err)
 		}
 	}

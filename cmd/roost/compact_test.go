@@ -16,6 +16,7 @@ import (
 // compact` does every file; the mail that was kept is still there.
 func TestCompactCommand(t *testing.T) {
 	in := newInstance(t)
+	in.mustRun("", "init")
 	in.mustRun("pw\n", "user", "add", "alice@example.org")
 	in.mustRun("pw\n", "user", "add", "bob@example.org")
 	fill := func() {
@@ -67,8 +68,8 @@ func TestCompactCommand(t *testing.T) {
 	srv := in.startServer()
 	var reports int
 	var last progressReport
-	resp, err := callControl(context.Background(), controlSocketPath(in.dataDir), request{Op: opCompact, Args: []string{"alice@example.org"}},
-		func(done, total int64) { reports++; last = progressReport{done, total} })
+	resp, err := callControl(context.Background(), controlSocketPath(in.dataDir), request{Op: opCompact, Args: []string{"alice@example.org"},
+		progress: func(done, total int64) { reports++; last = progressReport{done, total} }})
 	if err != nil || !resp.OK {
 		t.Fatalf("compact through the server: %+v, %v", resp, err)
 	}

@@ -38,6 +38,7 @@ func TestCrashSafety(t *testing.T) {
 		rounds = n
 	}
 	in := newInstance(t)
+	in.mustRun("", "init")
 	rcpts := []string{"u1@example.org", "u2@example.org", "u3@example.org", "u4@example.org", "u5@example.org"}
 	for _, r := range rcpts {
 		in.mustRun("pw\n", "user", "add", r)
