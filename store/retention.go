@@ -79,7 +79,7 @@ func (m *Mailstore) ExpireOld(mboxID uint64, maxAge time.Duration, now time.Time
 			if err := mb.remove(kv[0], msg, decodeFlags(kv[1]), modseq); err != nil {
 				return err
 			}
-			if err := unrefBlob(tx, msg.BlobID); err != nil {
+			if err := unrefBlob(tx, msg.BlobID, modseq); err != nil {
 				return err
 			}
 			freed += msg.Size
