@@ -110,6 +110,14 @@ func (b *Backend) Deliver(ctx context.Context, body []byte, rcpts []Recipient) [
 		byAccount[r.acct.ID] = append(byAccount[r.acct.ID], i)
 	}
 	now := time.Now()
+	if len(order) == 1 {
+		// One account (most mail): no goroutine to hand it to and back.
+		err := b.deliverTo(order[0], body, parsed, now)
+		for _, i := range byAccount[order[0].ID] {
+			results[i] = err
+		}
+		return results
+	}
 	var wg sync.WaitGroup
 	for _, acct := range order {
 		wg.Add(1)

@@ -29,6 +29,7 @@ package store
 //	recClean:  file: the file on disk is durable as it is
 //	recAppend: file, account bucket key, mailbox name, quota bytes, quota
 //	           messages, internal date (unix ns), flags, parsed form, body
+//	           (kind 3, recAppendV1, had no quota messages: still read)
 //
 // where file is the mail file's path relative to the data directory, and
 // byte strings and lists are uvarint-length-prefixed.
@@ -51,9 +52,10 @@ import (
 )
 
 const (
-	recPin    byte = 1
-	recClean  byte = 2
-	recAppend byte = 3
+	recPin      byte = 1
+	recClean    byte = 2
+	recAppendV1 byte = 3 // before message quotas
+	recAppend   byte = 4
 
 	walMagic      = "ROOSTWAL"
 	walHeaderSize = len(walMagic) + 8
@@ -567,12 +569,15 @@ func decodeRecord(p []byte) (walEntry, error) {
 	case recPin:
 		e.meta = r.bytes()
 	case recClean:
-	case recAppend:
+	case recAppend, recAppendV1:
 		a := &appendRecord{file: e.file}
 		a.account = r.bytes()
 		a.mailbox = string(r.bytes())
 		a.quota.Bytes = r.varint()
-		a.quota.Messages = r.varint()
+		if e.kind == recAppend {
+			a.quota.Messages = r.varint()
+		}
+		e.kind = recAppend
 		a.msg.InternalDate = time.Unix(0, r.varint())
 		nf := r.uvarint()
 		if r.err == nil && nf > uint64(len(r.b)) {
