@@ -64,7 +64,7 @@ const (
 
 	// walSegmentSize is the size of a segment. Dead segments (every file
 	// they mention checkpointed since) are recycled or deleted.
-	walSegmentSize = 64 << 20
+	walSegmentSize = 32 << 20
 	// maxJournaledAppend is the largest message that goes through the
 	// journal; a larger one is written directly (one bbolt commit with its
 	// own fsyncs), which for a message of that size costs little more than
@@ -86,6 +86,9 @@ type journal struct {
 
 	reqs chan *journalReq
 	gate chan struct{} // Options.journalGate
+	// onRotate, if set, is called (on the writer's goroutine, so it must
+	// not wait for the journal) when a new segment has begun.
+	onRotate func()
 	quit chan struct{}
 	done chan struct{}
 
@@ -171,7 +174,7 @@ func (j *journal) start(after uint64) error {
 
 // newSegment makes segment n, allocated in full, with its header durable
 // (and its name, by a directory sync), and makes it current. It uses the
-// spare when there is one, and has the next spare made in the background.
+// spare when there is one (else it allocates the segment then and there).
 func (j *journal) newSegment(n uint64) error {
 	j.spareWG.Wait()
 	path := j.segmentPath(n)
@@ -203,8 +206,18 @@ func (j *journal) newSegment(n uint64) error {
 	if j.seg != nil {
 		j.seg.Close()
 	}
+	first := j.seg == nil
 	j.seg, j.segNum, j.segSize = f, n, int64(walHeaderSize)
-	j.makeSpare()
+	if first {
+		// The spare for the first rotation. Later spares are recycled
+		// dead segments (retire): onRotate has the files pinned in older
+		// segments checkpointed, so the segment before this one dies
+		// soon and becomes the next spare, and no rotation costs a
+		// segment's worth of zeros written.
+		j.makeSpare()
+	} else if j.onRotate != nil {
+		j.onRotate()
+	}
 	return nil
 }
 
@@ -217,9 +230,15 @@ func (j *journal) allocate(path string) error {
 	if err != nil {
 		return err
 	}
+	// A megabyte at a time, each synced: one big flush at the end would
+	// queue tens of megabytes on the disk in front of the journal's own
+	// small syncs, which deliveries wait for.
 	zeros := make([]byte, 1<<20)
 	for off := int64(0); off < j.segMax && err == nil; off += int64(len(zeros)) {
 		_, err = f.WriteAt(zeros[:min(int64(len(zeros)), j.segMax-off)], off)
+		if err == nil && !j.noSync {
+			err = fdatasyncFile(f)
+		}
 	}
 	if err == nil && !j.noSync {
 		err = f.Sync()

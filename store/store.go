@@ -356,6 +356,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.journal = openJournal(jdir, opts.NoSync, &s.syncs, s.log)
 	s.journal.gate = opts.journalGate
+	s.journal.onRotate = func() { s.checkpointPinned(0) }
 	if opts.journalSegmentSize > 0 {
 		s.journal.segMax = opts.journalSegmentSize
 	}

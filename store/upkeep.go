@@ -27,7 +27,7 @@ func (s *Store) upkeep() {
 		case <-s.stop:
 			return
 		case now := <-tick.C:
-			s.checkpointDue(now)
+			s.checkpointPinned(s.opts.checkpointAge)
 			if s.opts.IdleClose > 0 {
 				s.mu.Lock()
 				idle := s.evictLocked(0, now.Add(-s.opts.IdleClose))
@@ -47,13 +47,14 @@ func (s *Store) upkeep() {
 	}
 }
 
-// checkpointDue asks the committers of files pinned for longer than
-// Options.checkpointAge to checkpoint.
-func (s *Store) checkpointDue(now time.Time) {
+// checkpointPinned asks the committers of files pinned for age or longer
+// to checkpoint (it does not wait for them).
+func (s *Store) checkpointPinned(age time.Duration) {
+	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, f := range s.files {
-		if at := f.pinnedAt.Load(); at != 0 && now.Sub(time.Unix(0, at)) >= s.opts.checkpointAge {
+		if at := f.pinnedAt.Load(); at != 0 && now.Sub(time.Unix(0, at)) >= age {
 			select {
 			case f.ckpt <- struct{}{}:
 			default:
