@@ -181,7 +181,7 @@ func TestBodyStructure(t *testing.T) {
 	got = r.cmd("F", "FETCH 1 (ENVELOPE)")
 	wantEnv := `* 1 FETCH (ENVELOPE ("Tue, 03 Jan 2006 10:00:00 +0100" "=?utf-8?q?R=C3=A9sum=C3=A9_attached?=" ` +
 		`(("Bob Sender" NIL "bob" "example.net")) (("Bob Sender" NIL "bob" "example.net")) (("Bob Sender" NIL "bob" "example.net")) ` +
-		`(("Alice" NIL "alice" "example.org") (NIL NIL "carol" "example.com")) ((NIL NIL "dave" "example.com")) NIL ` +
+		`(("Alice" NIL "alice" "example.org")(NIL NIL "carol" "example.com")) ((NIL NIL "dave" "example.com")) NIL ` +
 		`"<parent@example.net>" "<multi@example.net>"))`
 	if got[0] != wantEnv {
 		t.Errorf("ENVELOPE:\ngot  %s\nwant %s", got[0], wantEnv)

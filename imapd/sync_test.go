@@ -241,7 +241,8 @@ func TestDeferredExpunge(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := r.cmd("a", "FETCH 1:3 (UID)")
-	want := []string{"* 1 FETCH (UID 1)", "* 3 FETCH (UID 3)", "a OK FETCH completed"}
+	// RFC 2180 §4.1.2: the rest is answered, the gone message with NO.
+	want := []string{"* 1 FETCH (UID 1)", "* 3 FETCH (UID 3)", "a NO [EXPUNGEISSUED] Some of the requested messages no longer exist"}
 	if !slices.Equal(got, want) {
 		t.Errorf("FETCH after a foreign expunge:\ngot  %q\nwant %q", got, want)
 	}
