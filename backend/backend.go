@@ -142,6 +142,8 @@ type Backend struct {
 	// gone holds, per account with live Users, a channel closed when the
 	// account is deleted, so sessions end instead of failing (User.Gone).
 	gone map[uint64]chan struct{}
+	// purgers delete each account's expunged bodies once no Pin needs them.
+	purgers map[uint64]*purger
 
 	inflight sync.WaitGroup
 }
@@ -180,6 +182,7 @@ func New(opts Options) (*Backend, error) {
 		hashSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
 		pop3:      make(map[uint64]bool),
 		gone:      make(map[uint64]chan struct{}),
+		purgers:   make(map[uint64]*purger),
 	}
 	if err := b.loadDomains(); err != nil {
 		st.Close()
@@ -359,6 +362,7 @@ func (b *Backend) DeleteUser(ctx context.Context, address string) error {
 		close(c)
 		delete(b.gone, acct.ID)
 	}
+	delete(b.purgers, acct.ID)
 	b.mu.Unlock()
 	b.auth.forget(addr)
 	b.log.Info("account deleted", "account", addr)

@@ -2,11 +2,11 @@ package backend
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -20,6 +20,9 @@ type User struct {
 	acct store.Account
 	ms   *store.Mailstore
 	gone chan struct{}
+
+	mu   sync.Mutex
+	pins map[*Pin]struct{} // open Pins taken through this handle; Release closes them
 }
 
 // Gone is closed when the account is deleted (Backend.DeleteUser): a
@@ -30,9 +33,20 @@ func (u *User) Gone() <-chan struct{} { return u.gone }
 // Release tells the backend a session is done with this handle, so the
 // account's mail file may be closed when idle or removed once the account
 // is deleted. Sessions (IMAP, POP3, submission) call it exactly when they
-// end; it is safe to call more than once. (Until the store closes idle
-// files, there is nothing to release yet.)
-func (u *User) Release() {}
+// end; it is safe to call more than once. It closes the Pins the session
+// left open, so that a session that ends abruptly cannot keep expunged
+// bodies for good.
+func (u *User) Release() {
+	u.mu.Lock()
+	pins := make([]*Pin, 0, len(u.pins))
+	for p := range u.pins {
+		pins = append(pins, p)
+	}
+	u.mu.Unlock()
+	for _, p := range pins {
+		p.Close()
+	}
+}
 
 // Address returns the account's address.
 func (u *User) Address() string { return u.acct.Address }
@@ -100,6 +114,8 @@ func mapStoreErr(err error, name string) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, store.ErrExpunged):
+		return err
 	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("%w: %s", ErrNoSuchMailbox, name)
 	case errors.Is(err, store.ErrExists):
@@ -161,6 +177,7 @@ func (u *User) DeleteMailbox(name string) error {
 	if err := u.ms.DeleteMailbox(n); err != nil {
 		return mapStoreErr(err, n)
 	}
+	u.b.purgerOf(u.acct.ID, u.ms).expunged()
 	u.b.bus.notify(u.acct.ID, mb.ID)
 	return nil
 }
@@ -314,17 +331,30 @@ func (u *User) MessagesByUID(mailboxID uint64, uids []uint32) ([]Message, error)
 	return msgs, mapStoreErr(err, "")
 }
 
-// Parsed returns the envelope and MIME structure of a message.
+// Parsed returns the envelope and MIME structure of a message. A message
+// stored by an older Roost, whose parsed form lacks what this one records,
+// is parsed again from its body (and not rewritten).
 func (u *User) Parsed(msg *Message) (*Parsed, error) {
 	raw, err := u.ms.Parsed(msg.BlobID)
 	if err != nil {
 		return nil, err
 	}
-	var p Parsed
-	if err := json.Unmarshal(raw, &p); err != nil {
+	p, err := unmarshalParsed(raw)
+	if err != nil {
 		return nil, fmt.Errorf("parsed form of message %d: %w", msg.UID, err)
 	}
-	return &p, nil
+	if p.Version < parsedVersion {
+		return u.reparse(msg)
+	}
+	return p, nil
+}
+
+func (u *User) reparse(msg *Message) (*Parsed, error) {
+	body, err := u.ms.ReadBody(msg.BlobID)
+	if err != nil {
+		return nil, err
+	}
+	return ParseMessage(body), nil
 }
 
 // OpenBody returns a streaming reader over the raw message.
@@ -369,8 +399,11 @@ func (u *User) Copy(mailboxID uint64, uids []uint32, dest string, move bool) (Co
 
 // Expunge removes messages (see store.Mailstore.Expunge) and wakes the
 // mailbox's watchers. It returns the expunged UIDs, ascending.
+//
+// Bodies of the expunged messages stay readable while a session's Pin may
+// still address them (see Pin); with no Pin on the account they go at once.
 func (u *User) Expunge(mailboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
-	out, err := u.ms.Expunge(mailboxID, uids, requireDeleted)
+	out, err := u.b.purgerOf(u.acct.ID, u.ms).expunge(mailboxID, uids, requireDeleted)
 	if err != nil {
 		return nil, mapStoreErr(err, "")
 	}

@@ -226,6 +226,7 @@ func (mb *mbox) insert(tx *atx, blob uint64, size int64, date time.Time, fs flag
 		return AppendResult{}, err
 	}
 	mb.count(fs, size, +1)
+	mb.noteKeywords(fs.keywords)
 	if err := mb.logChange(uid, 0, modseq, false); err != nil {
 		return AppendResult{}, err
 	}
@@ -277,18 +278,37 @@ func refBlob(tx *atx, id uint64) error {
 	return blobs.Put(blobKey(id, infoChunk), nv)
 }
 
-func unrefBlob(tx *atx, id uint64) error {
+// unrefBlob drops one reference to a blob, the last one at modseq. A blob
+// without references is not deleted at once: sessions that have not yet
+// learnt of the expunge may still read it (RFC 2180 §4.1), so it goes on the
+// purge list, and PurgeBlobs deletes it once no session can address it.
+func unrefBlob(tx *atx, id, modseq uint64) error {
 	blobs := tx.Bucket(bucketBlobs)
 	v := blobs.Get(blobKey(id, infoChunk))
 	if v == nil {
 		return nil
 	}
-	if n := binary.BigEndian.Uint32(v); n > 1 {
-		nv := append([]byte(nil), v...)
-		binary.BigEndian.PutUint32(nv, n-1)
-		return blobs.Put(blobKey(id, infoChunk), nv)
+	n := binary.BigEndian.Uint32(v)
+	if n == 0 {
+		return nil // already waiting on the purge list
 	}
-	// The last reference: the chunks and the info record go.
+	nv := append([]byte(nil), v...)
+	binary.BigEndian.PutUint32(nv, n-1)
+	if err := blobs.Put(blobKey(id, infoChunk), nv); err != nil {
+		return err
+	}
+	if n > 1 {
+		return nil
+	}
+	if purge := tx.Bucket(bucketPurge); purge != nil {
+		return appendOnly(purge).Put(purgeKey(modseq, id), nil)
+	}
+	return deleteBlob(tx, id)
+}
+
+// deleteBlob removes a blob's chunks and info record.
+func deleteBlob(tx *atx, id uint64) error {
+	blobs := tx.Bucket(bucketBlobs)
 	c := blobs.Cursor()
 	prefix := u64(id)
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
@@ -305,7 +325,7 @@ func (m *Mailstore) Parsed(blob uint64) ([]byte, error) {
 	err := m.view(func(tx *atx) error {
 		v := tx.Bucket(bucketBlobs).Get(blobKey(blob, infoChunk))
 		if v == nil {
-			return fmt.Errorf("blob %d: %w", blob, ErrNotFound)
+			return fmt.Errorf("blob %d: %w", blob, ErrExpunged)
 		}
 		out = append([]byte(nil), v[4:]...)
 		return nil
@@ -332,7 +352,7 @@ func (m *Mailstore) ReadBody(blob uint64) ([]byte, error) {
 			out = append(out, v...)
 		}
 		if !found {
-			return fmt.Errorf("blob %d: %w", blob, ErrNotFound)
+			return fmt.Errorf("blob %d: %w", blob, ErrExpunged)
 		}
 		return nil
 	})
@@ -360,7 +380,7 @@ func (r *BodyReader) load(chunk int64) error {
 	return r.m.view(func(tx *atx) error {
 		v := tx.Bucket(bucketBlobs).Get(blobKey(r.blob, uint32(chunk)))
 		if v == nil {
-			return fmt.Errorf("blob %d chunk %d: %w", r.blob, chunk, ErrNotFound)
+			return fmt.Errorf("blob %d chunk %d: %w", r.blob, chunk, ErrExpunged)
 		}
 		r.buf = append(r.buf[:0], v...)
 		r.chunk = chunk
@@ -527,6 +547,7 @@ func (m *Mailstore) StoreFlags(mboxID uint64, uids []uint32, op FlagOp, flags []
 			msg := decodeMessage(k, v)
 			mb.count(old, msg.Size, -1)
 			mb.count(nfs, msg.Size, +1)
+			mb.noteKeywords(nfs.keywords)
 			if err := b.Put(k, encodeMessage(modseq, msg.InternalDate, msg.Size, msg.BlobID, nfs)); err != nil {
 				return err
 			}
@@ -644,8 +665,20 @@ func (mb *mbox) remove(k []byte, msg Message, fs flagSet, modseq uint64) error {
 // Expunge removes messages and leaves a tombstone for each. uids nil means
 // every message; with requireDeleted only messages flagged \Deleted go
 // (IMAP EXPUNGE), without it the given ones go regardless (POP3 DELE).
-// It returns the expunged UIDs in ascending order.
+// It returns the expunged UIDs in ascending order. Bodies left without a
+// message wait on the purge list (see PurgeBlobs).
 func (m *Mailstore) Expunge(mboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
+	return m.expunge(mboxID, uids, requireDeleted, false)
+}
+
+// ExpungeAndPurge is Expunge that also deletes, in the same transaction,
+// every body on the purge list, these included: for a caller that knows no
+// session can address an expunged message.
+func (m *Mailstore) ExpungeAndPurge(mboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
+	return m.expunge(mboxID, uids, requireDeleted, true)
+}
+
+func (m *Mailstore) expunge(mboxID uint64, uids []uint32, requireDeleted, purge bool) ([]uint32, error) {
 	var out []uint32
 	err := m.update(func(tx *atx) error {
 		out = out[:0]
@@ -689,7 +722,7 @@ func (m *Mailstore) Expunge(mboxID uint64, uids []uint32, requireDeleted bool) (
 			if err := mb.remove(kv[0], msg, fs, modseq); err != nil {
 				return err
 			}
-			if err := unrefBlob(tx, msg.BlobID); err != nil {
+			if err := unrefBlob(tx, msg.BlobID, modseq); err != nil {
 				return err
 			}
 			freed += msg.Size
@@ -699,6 +732,11 @@ func (m *Mailstore) Expunge(mboxID uint64, uids []uint32, requireDeleted bool) (
 			return nil
 		}
 		addAccountSize(tx, -freed)
+		if purge {
+			if _, err := purgeUpTo(tx, ^uint64(0)); err != nil {
+				return err
+			}
+		}
 		return mb.save()
 	})
 	return out, err

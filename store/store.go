@@ -35,6 +35,9 @@ var (
 	ErrModified      = errors.New("modified since")
 	ErrInvalidName   = errors.New("invalid name")
 	ErrMailboxLocked = errors.New("mailbox is locked")
+	// ErrExpunged says a message's body or record is gone because the
+	// message was expunged. It matches ErrNotFound too.
+	ErrExpunged = fmt.Errorf("message expunged: %w", ErrNotFound)
 )
 
 // Options configure Open.
@@ -428,6 +431,9 @@ func (s *Store) Mailstore(id uint64) (*Mailstore, error) {
 		return nil, fmt.Errorf("store: account %d: %w", id, err)
 	}
 	m = &Mailstore{f: f, key: key}
+	if err := m.upgradeAccount(); err != nil {
+		return nil, fmt.Errorf("store: account %d: %w", id, err)
+	}
 	s.mu.Lock()
 	s.accounts[id] = m
 	s.mu.Unlock()

@@ -415,10 +415,19 @@ func TestLargeMessageStreams(t *testing.T) {
 	if _, err := r.ReadAt(p, chunkSize-50); err != nil || !bytes.Equal(p, body[chunkSize-50:chunkSize+50]) {
 		t.Fatalf("ReadAt across chunks: %v", err)
 	}
-	// Expunge frees every chunk.
+	// Expunge puts the body on the purge list; purging frees every chunk.
 	ms.Expunge(mb.ID, []uint32{res.UID}, false)
-	if _, err := ms.ReadBody(msgs[0].BlobID); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("body after expunge: %v", err)
+	if got, err := ms.ReadBody(msgs[0].BlobID); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("body after expunge, before purge: len %d, %v", len(got), err)
+	}
+	if n, pending, err := ms.PurgeBlobs(^uint64(0)); n != 1 || pending != 0 || err != nil {
+		t.Fatalf("PurgeBlobs = %d, %d, %v; want 1, 0, nil", n, pending, err)
+	}
+	if _, err := ms.ReadBody(msgs[0].BlobID); !errors.Is(err, ErrExpunged) || !errors.Is(err, ErrNotFound) {
+		t.Fatalf("body after purge: %v", err)
+	}
+	if _, err := r.ReadAt(p, 0); !errors.Is(err, ErrExpunged) {
+		t.Fatalf("ReadAt after purge: %v", err)
 	}
 }
 
