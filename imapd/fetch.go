@@ -574,7 +574,7 @@ func (s *session) fetchOne(seq uint32, m *backend.Message, a *fetchArgs, flagsCh
 		case "BODY[]", "BINARY[]", "RFC822", "RFC822.HEADER", "RFC822.TEXT":
 			sp()
 			b = append(b, it.label...)
-			if it.partial && it.name == "BODY[]" {
+			if it.partial && (it.name == "BODY[]" || it.name == "BINARY[]") {
 				b = append(b, '<')
 				b = appendNum(b, uint64(it.offset))
 				b = append(b, '>')

@@ -333,12 +333,14 @@ func (s *session) writeStatusData(mb backend.Mailbox, items statusItems) {
 	s.c.setBuf(b)
 }
 
-// recentCount is what STATUS RECENT says.
+// recentCount is what STATUS RECENT says: the messages no session has
+// claimed (RFC 3501 §6.3.10; IMAP4rev2 has no \Recent, RFC 9051 §E).
 func (s *session) recentCount(mb backend.Mailbox) uint32 {
 	if s.rev2 {
 		return 0
 	}
-	return 0
+	n, _ := s.user.RecentCount(mb.ID)
+	return n
 }
 
 // listOptions are LIST-EXTENDED's selection and return options (RFC 5258,

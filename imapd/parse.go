@@ -296,7 +296,8 @@ func (p *parser) keyword() (string, error) {
 
 // astring reads an astring (RFC 9051 §9): 1*ASTRING-CHAR or a string.
 func (p *parser) astring() (string, error) {
-	if p.pos < len(p.line) && (p.line[p.pos] == '"' || p.line[p.pos] == '{' || p.line[p.pos] == '~') {
+	if p.pos < len(p.line) && (p.line[p.pos] == '"' || p.line[p.pos] == '{' ||
+		p.line[p.pos] == '~' && p.pos+1 < len(p.line) && p.line[p.pos+1] == '{') {
 		b, err := p.stringBytes()
 		return string(b), err
 	}
@@ -337,7 +338,9 @@ func (p *parser) stringBytes() ([]byte, error) {
 	case '{':
 		return p.literal(false)
 	case '~':
-		return p.literal(true)
+		if p.pos+1 < len(p.line) && p.line[p.pos+1] == '{' {
+			return p.literal(true)
+		}
 	}
 	if p.atEOL() {
 		return nil, p.errorf("Missing argument")
@@ -571,7 +574,7 @@ func (p *parser) mailbox() (string, error) {
 	}
 	d, err := decodeMUTF7(s)
 	if err != nil {
-		return "", nof("CANNOT", "Mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)")
+		return "", nof("CANNOT", "Mailbox name is not valid modified UTF-7 (RFC 3501 section 5.1.3)")
 	}
 	return d, nil
 }

@@ -234,8 +234,23 @@ func (s *session) searchKey(p *parser, c *backend.SearchCriteria, o *searchOpts,
 		case "OLD":
 			c.Not = append(c.Not, backend.SearchCriteria{UIDs: [][]backend.UIDRange{recent}})
 		}
-	case "BCC", "CC", "FROM", "TO", "SUBJECT":
-		return header(capitalise(strings.ToLower(kw)))
+	case "BCC", "CC", "FROM", "TO":
+		v, err := str()
+		if err != nil {
+			return err
+		}
+		switch kw {
+		case "FROM":
+			c.From = append(c.From, v)
+		case "TO":
+			c.To = append(c.To, v)
+		case "CC":
+			c.Cc = append(c.Cc, v)
+		default:
+			c.Bcc = append(c.Bcc, v)
+		}
+	case "SUBJECT":
+		return header("Subject")
 	case "HEADER":
 		name, err := str()
 		if err != nil {
@@ -410,7 +425,12 @@ func (s *session) searchSet(set numSet, uid bool) []backend.UIDRange {
 }
 
 // recentRanges are the UIDs this session holds \Recent.
-func (s *session) recentRanges() []backend.UIDRange { return []backend.UIDRange{} }
+func (s *session) recentRanges() []backend.UIDRange {
+	if s.rev2 {
+		return []backend.UIDRange{}
+	}
+	return append([]backend.UIDRange{}, s.sel.recent...)
+}
 
 // cmdSearch implements SEARCH and UID SEARCH (RFC 9051 §6.4.4) with
 // ESEARCH (RFC 4731), SEARCHRES (RFC 5182), MODSEQ (RFC 7162 §3.1.5) and
@@ -441,10 +461,11 @@ func cmdSearch(s *session, p *parser) error {
 	if err := p.end(); err != nil {
 		return err
 	}
-	uids, err := s.user.Search(s.ctx, s.sel.id, crit)
+	uids, highest, err := s.user.SearchModSeq(s.ctx, s.sel.id, crit)
 	if err != nil {
 		return s.mapErr("search", err, false)
 	}
+	_ = highest
 	return s.searchResults(uids, uid, &o, nil)
 }
 
@@ -470,9 +491,21 @@ func (s *session) searchResults(uids []uint32, uid bool, o *searchOpts, order []
 	}
 	var highest uint64
 	if o.usesModSeq && len(hits) > 0 {
-		hu := make([]uint32, len(hits))
-		for i, h := range hits {
-			hu[i] = h.uid
+		// RFC 4731 §3.2 / RFC 7162 §3.1.5: the highest modseq of the
+		// messages returned: with only MIN and/or MAX, of those.
+		var hu []uint32
+		if o.esearch && !o.all && !o.count && o.partial == nil && (o.min || o.max) {
+			if o.min {
+				hu = append(hu, hits[0].uid)
+			}
+			if o.max {
+				hu = append(hu, hits[len(hits)-1].uid)
+			}
+		} else {
+			hu = make([]uint32, len(hits))
+			for i, h := range hits {
+				hu[i] = h.uid
+			}
 		}
 		msgs, err := s.user.MessagesByUID(sel.id, hu)
 		if err != nil {

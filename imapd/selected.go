@@ -38,9 +38,55 @@ type selected struct {
 
 	// keywords announced in FLAGS (a FETCH never shows one before).
 	keywords []string
+	// recent are the UIDs this (IMAP4rev1) session holds \Recent (RFC 3501
+	// §2.3.2), as ranges claimed from the backend.
+	recent []backend.UIDRange
+	// pin keeps expunged bodies readable while the client may address them.
+	pin *backend.Pin
 }
 
-func (sel *selected) close() { sel.watch.Close() }
+func (sel *selected) close() {
+	sel.watch.Close()
+	if sel.pin != nil {
+		sel.pin.Close()
+	}
+}
+
+func (sel *selected) isRecent(uid uint32) bool {
+	for _, r := range sel.recent {
+		if uid >= r.Start && uid <= r.Stop {
+			return true
+		}
+	}
+	return false
+}
+
+// recentCount counts the known messages held \Recent.
+func (sel *selected) recentCount() int {
+	n := 0
+	for _, r := range sel.recent {
+		lo, _ := slices.BinarySearch(sel.uids, r.Start)
+		hi, found := slices.BinarySearch(sel.uids, r.Stop)
+		if found {
+			hi++
+		}
+		n += max(hi-lo, 0)
+	}
+	return n
+}
+
+// claimRecent takes the messages no session has seen yet as this session's
+// \Recent ones (an IMAP4rev1 SELECT, not EXAMINE).
+func (s *session) claimRecent(sel *selected) {
+	if s.rev2 || sel.readOnly {
+		return
+	}
+	first, next, err := s.user.ClaimRecent(sel.id)
+	if err != nil || first >= next {
+		return
+	}
+	sel.recent = append(sel.recent, backend.UIDRange{Start: first, Stop: next - 1})
+}
 
 var systemFlagList = []string{`\Answered`, `\Flagged`, `\Deleted`, `\Seen`, `\Draft`}
 
@@ -173,17 +219,24 @@ func cmdSelect(s *session, p *parser) error {
 	if err != nil {
 		return s.mapErr("select", err, false)
 	}
-	// Watch first, then read the counters, then the UIDs: no change can
-	// fall between them unseen (one seen twice is harmless).
+	// Pin and watch first, then read the counters, then the UIDs: no change
+	// can fall between them unseen (one seen twice is harmless), and no body
+	// the client learns of can vanish under it (RFC 2180 §4.1).
+	pin, err := s.user.Pin()
+	if err != nil {
+		return s.mapErr("select", err, false)
+	}
 	watch := s.user.Watch(mb.ID)
 	mb, err = s.user.MailboxByID(mb.ID)
 	if err != nil {
 		watch.Close()
+		pin.Close()
 		return s.mapErr("select", err, false)
 	}
 	uids, err := s.user.UIDs(mb.ID)
 	if err != nil {
 		watch.Close()
+		pin.Close()
 		return s.mapErr("select", err, false)
 	}
 	sel := &selected{
@@ -196,8 +249,10 @@ func cmdSelect(s *session, p *parser) error {
 		modseq:      mb.HighestModSeq,
 		ghosts:      make(map[uint32]bool),
 		own:         make(map[uint32]uint64),
+		pin:         pin,
+		keywords:    slices.Clone(mb.Keywords),
 	}
-	sel.keywords = s.mailboxKeywords(mb)
+	s.claimRecent(sel)
 	uidNext := mb.UIDNext
 	if n := len(uids); n > 0 && uids[n-1] >= uidNext {
 		uidNext = uids[n-1] + 1
@@ -205,7 +260,13 @@ func cmdSelect(s *session, p *parser) error {
 	c := s.c
 	c.untagged("%d EXISTS", len(uids))
 	if !s.rev2 {
-		c.untagged("%d RECENT", s.takeRecent(sel))
+		n := sel.recentCount()
+		if readOnly {
+			if k, err := s.user.RecentCount(mb.ID); err == nil {
+				n = int(k)
+			}
+		}
+		c.untagged("%d RECENT", n)
 	}
 	s.writeFlags(sel)
 	c.untagged("OK [UIDVALIDITY %d] UIDs valid", mb.UIDValidity)
@@ -286,24 +347,6 @@ func (s *session) announceKeywords(flags []string) {
 		s.writeFlags(sel)
 	}
 }
-
-// mailboxKeywords returns the keywords in use in a mailbox.
-func (s *session) mailboxKeywords(mb backend.Mailbox) []string {
-	var out []string
-	s.user.Messages(mb.ID, 1, ^uint32(0), func(m backend.Message) error {
-		for _, f := range m.Flags {
-			if strings.HasPrefix(f, `\`) || slices.ContainsFunc(out, func(k string) bool { return strings.EqualFold(k, f) }) {
-				continue
-			}
-			out = append(out, f)
-		}
-		return nil
-	})
-	return out
-}
-
-// takeRecent is the number of \Recent messages of a rev1 session's SELECT.
-func (s *session) takeRecent(sel *selected) int { return 0 }
 
 var errStop = errors.New("stop")
 
@@ -443,6 +486,11 @@ func (s *session) syncForce(allowExpunge, force bool) error {
 			sel.uids = append(sel.uids, added...)
 			added = added[:0]
 			s.c.untagged("%d EXISTS", len(sel.uids))
+			if !s.rev2 {
+				// RFC 3501 §7.3.2: RECENT comes with EXISTS.
+				s.claimRecent(sel)
+				s.c.untagged("%d RECENT", sel.recentCount())
+			}
 		}
 	}
 	for _, c := range changes {
@@ -475,6 +523,10 @@ func (s *session) syncForce(allowExpunge, force bool) error {
 	}
 	clear(sel.own)
 	flush()
+	if len(sel.ghosts) == 0 {
+		// Every expunge up to here has been told: those bodies may go.
+		sel.pin.Advance(sel.modseq)
+	}
 	return s.c.out.maybeFlush()
 }
 
@@ -509,6 +561,12 @@ func (s *session) appendMsgFlags(b []byte, m *backend.Message) []byte {
 			b = append(b, ' ')
 		}
 		b = append(b, f...)
+	}
+	if !s.rev2 && s.sel != nil && s.sel.isRecent(m.UID) {
+		if len(m.Flags) > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, `\Recent`...)
 	}
 	return append(b, ')')
 }

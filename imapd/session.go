@@ -583,7 +583,7 @@ func (s *session) mapErr(op string, err error, tryCreate bool) error {
 		return nof("TOOBIG", "Message too big (limit %d octets)", s.srv.opts.AppendLimit)
 	case errors.Is(err, context.Canceled):
 		return nof("UNAVAILABLE", "Command cancelled")
-	case errors.Is(err, backend.ErrNotFound):
+	case errors.Is(err, backend.ErrExpunged), errors.Is(err, backend.ErrNotFound):
 		// A message expunged by another session meanwhile (RFC 2180 §4.1).
 		return nof("EXPUNGEISSUED", "Some messages were expunged meanwhile")
 	}
