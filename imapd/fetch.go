@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"mime"
 	"mime/quotedprintable"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/roostmail/roost/backend"
 )
@@ -905,18 +903,16 @@ func (l *lenientReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// appendEnvelope writes an ENVELOPE (RFC 9051 §7.5.2). Sender and
-// Reply-To default to From (RFC 3501 §7.4.2).
+// appendEnvelope writes an ENVELOPE (RFC 9051 §7.5.2): date, subject,
+// in-reply-to and message-id as written in the header, addresses with
+// their source route and RFC 5322 groups (RFC 3501 §7.4.2 group syntax).
+// Sender and Reply-To default to From.
 func (s *session) appendEnvelope(b []byte, e *backend.Envelope) []byte {
 	u := s.utf8Names()
 	b = append(b, '(')
-	if e.Date.IsZero() {
-		b = append(b, "NIL"...)
-	} else {
-		b = appendString(b, e.Date.Format(time.RFC1123Z), u)
-	}
+	b = appendNString(b, e.RawDate, u)
 	b = append(b, ' ')
-	b = appendNString(b, envText(e.Subject, u), u)
+	b = appendNString(b, e.RawSubject, u)
 	sender, replyTo := e.Sender, e.ReplyTo
 	if len(sender) == 0 {
 		sender = e.From
@@ -929,35 +925,10 @@ func (s *session) appendEnvelope(b []byte, e *backend.Envelope) []byte {
 		b = appendAddresses(b, l, u)
 	}
 	b = append(b, ' ')
-	irt := ""
-	for i, id := range e.InReplyTo {
-		if i > 0 {
-			irt += " "
-		}
-		irt += "<" + id + ">"
-	}
-	b = appendNString(b, irt, u)
+	b = appendNString(b, e.RawInReplyTo, u)
 	b = append(b, ' ')
-	if e.MessageID == "" {
-		b = append(b, "NIL"...)
-	} else {
-		b = appendString(b, "<"+e.MessageID+">", u)
-	}
+	b = appendNString(b, e.RawMessageID, u)
 	return append(b, ')')
-}
-
-// envText returns a decoded header text for ENVELOPE: as it is in a UTF-8
-// session, else 8-bit text encoded as an RFC 2047 word.
-func envText(s string, utf8 bool) string {
-	if utf8 {
-		return s
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return mime.QEncoding.Encode("utf-8", s)
-		}
-	}
-	return s
 }
 
 func appendAddresses(b []byte, l []backend.Address, u bool) []byte {
@@ -966,13 +937,24 @@ func appendAddresses(b []byte, l []backend.Address, u bool) []byte {
 	}
 	b = append(b, '(')
 	for _, a := range l {
-		b = append(b, '(')
-		b = appendNString(b, envText(a.Name, u), u)
-		b = append(b, " NIL "...)
-		b = appendNString(b, a.Mailbox, u)
-		b = append(b, ' ')
-		b = appendNString(b, a.Host, u)
-		b = append(b, ')')
+		switch {
+		case a.GroupStart:
+			b = append(b, "(NIL NIL "...)
+			b = appendNString(b, a.Mailbox, u)
+			b = append(b, " NIL)"...)
+		case a.GroupEnd:
+			b = append(b, "(NIL NIL NIL NIL)"...)
+		default:
+			b = append(b, '(')
+			b = appendNString(b, a.Name, u)
+			b = append(b, ' ')
+			b = appendNString(b, a.Route, u)
+			b = append(b, ' ')
+			b = appendNString(b, a.Mailbox, u)
+			b = append(b, ' ')
+			b = appendNString(b, a.Host, u)
+			b = append(b, ')')
+		}
 	}
 	return append(b, ')')
 }

@@ -179,7 +179,7 @@ func TestBodyStructure(t *testing.T) {
 		t.Errorf("BODY: %s", got[0])
 	}
 	got = r.cmd("F", "FETCH 1 (ENVELOPE)")
-	wantEnv := `* 1 FETCH (ENVELOPE ("Tue, 03 Jan 2006 10:00:00 +0100" "=?utf-8?q?R=C3=A9sum=C3=A9_attached?=" ` +
+	wantEnv := `* 1 FETCH (ENVELOPE ("Tue, 03 Jan 2006 10:00:00 +0100" "=?ISO-8859-1?Q?R=E9sum=E9?= attached" ` +
 		`(("Bob Sender" NIL "bob" "example.net")) (("Bob Sender" NIL "bob" "example.net")) (("Bob Sender" NIL "bob" "example.net")) ` +
 		`(("Alice" NIL "alice" "example.org")(NIL NIL "carol" "example.com")) ((NIL NIL "dave" "example.com")) NIL ` +
 		`"<parent@example.net>" "<multi@example.net>"))`

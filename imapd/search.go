@@ -19,6 +19,7 @@ type searchOpts struct {
 	min, max, all, count, save bool
 	partial                    *partialRange
 	usesModSeq                 bool
+	name                       string // untagged response without RETURN: SEARCH or SORT
 }
 
 // partialRange is RFC 9394's PARTIAL range: positive counts from the start
@@ -537,7 +538,11 @@ func (s *session) searchResults(uids []uint32, uid bool, o *searchOpts, order []
 	}
 	b := s.c.buf()
 	if !o.esearch {
-		b = append(b, "* SEARCH"...)
+		b = append(b, "* "...)
+		if o.name == "" {
+			o.name = "SEARCH"
+		}
+		b = append(b, o.name...)
 		for _, h := range hits {
 			b = append(b, ' ')
 			b = appendNum(b, uint64(num(h)))

@@ -199,6 +199,7 @@ func New(opts Options) (*Server, error) {
 		log:  opts.Logger.With("proto", "imap"),
 		extraCaps: []string{
 			"CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
+			"SORT", "SORT=DISPLAY", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "ESORT", "PARTIAL",
 		},
 		conns:      lifecycle.New[*conn](),
 		tlsRejects: make(chan struct{}, 16),
