@@ -154,9 +154,23 @@ func TestTwoDeviceSync(t *testing.T) {
 	if len(msgs) != 2 || msgs[0].UID != 2 || !hasFlag(msgs[0].Flags, imap.FlagSeen) || msgs[1].UID != 4 {
 		t.Errorf("B's view after IDLE: %+v", msgs)
 	}
-	// A's own changes were not echoed back to A.
-	if err := a.Noop().Wait(); err != nil {
+	// A session's own changes are not echoed back to it: the STORE
+	// answered them, the next NOOP has nothing to say of them.
+	r := e.dialRaw()
+	r.login()
+	r.cmd("s", "SELECT INBOX")
+	if got := r.cmd("t", `STORE 1 +FLAGS (\Flagged)`); len(got) != 2 || !strings.Contains(got[0], `\Flagged`) {
+		t.Fatalf("STORE: %q", got)
+	}
+	if got := r.cmd("n", "NOOP"); !slices.Equal(got, []string{"n OK NOOP completed"}) {
+		t.Errorf("the session's own STORE was echoed back: %q", got)
+	}
+	// Another's change to the same message is not mistaken for an echo.
+	if _, err := a.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagAnswered}}, nil).Collect(); err != nil {
 		t.Fatal(err)
+	}
+	if got := r.cmd("n", "NOOP"); len(got) != 2 || !strings.Contains(got[0], `\Answered`) {
+		t.Errorf("another session's STORE did not reach this one: %q", got)
 	}
 }
 
