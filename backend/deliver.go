@@ -24,8 +24,11 @@ type Recipient struct {
 // ResolveRecipient checks a recipient address at RCPT time and finds the
 // account it delivers to: case-insensitively, through aliases, and with a
 // "+tag" subaddress (RFC 5233) removed when no account or alias carries the
-// full local part. Errors: ErrInvalidAddress, ErrRelayDenied (domain not
-// served), ErrNoSuchUser, ErrAccountDisabled, ErrOverQuota.
+// full local part. When nothing matches, a catch-all alias of the domain
+// ("*@domain", see CatchAll) takes the mail: it comes last, after accounts
+// and exact aliases, with and without the tag. Errors: ErrInvalidAddress,
+// ErrRelayDenied (domain not served), ErrNoSuchUser, ErrAccountDisabled,
+// ErrOverQuota.
 func (b *Backend) ResolveRecipient(ctx context.Context, rcpt string) (Recipient, error) {
 	addr, err := NormalizeAddress(rcpt)
 	if err != nil {
@@ -39,9 +42,14 @@ func (b *Backend) ResolveRecipient(ctx context.Context, rcpt string) (Recipient,
 	if base, _, ok := strings.Cut(local, "+"); ok && base != "" {
 		candidates = append(candidates, base+"@"+domain)
 	}
+	// The catch-all is only an alias: "*@domain" itself is never an account.
+	candidates = append(candidates, CatchAll(domain))
 	for _, c := range candidates {
 		target := c
-		acct, err := b.store.Account(target)
+		acct, err := store.Account{}, error(store.ErrNotFound)
+		if !strings.HasPrefix(c, "*@") {
+			acct, err = b.store.Account(target)
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			if t, aerr := b.store.Alias(c); aerr == nil {
 				target = t
@@ -72,6 +80,11 @@ func (b *Backend) ResolveRecipient(ctx context.Context, rcpt string) (Recipient,
 	}
 	return Recipient{}, fmt.Errorf("%w: %s", ErrNoSuchUser, addr)
 }
+
+// CatchAll is the alias address that receives a domain's mail for which no
+// account or alias exists: "*@domain". Mail to it goes to its target
+// account like any alias's.
+func CatchAll(domain string) string { return "*@" + domain }
 
 // Deliver stores one message into the INBOX of every recipient's account and
 // returns one result per recipient, in order. A nil result means the message

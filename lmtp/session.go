@@ -54,6 +54,8 @@ type session struct {
 	// still runs; Data therefore works on a copy taken when it starts.
 	mu sync.Mutex
 	envelope
+	// user is the account logged in with AUTH (submission only).
+	user *backend.User
 }
 
 type envelope struct {
@@ -103,7 +105,12 @@ func (s *session) snapshot() envelope {
 }
 
 // Logout is called when the connection ends.
-func (s *session) Logout() error { return nil }
+func (s *session) Logout() error {
+	if u := s.authenticated(); u != nil {
+		u.Release()
+	}
+	return nil
+}
 
 // Mail starts a transaction. from is "" for the null reverse-path of
 // bounces (RFC 5321 §4.5.5); go-smtp also takes "MAIL FROM: <addr>" with a
@@ -117,6 +124,11 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if !validPath(from) {
 		return replyBadSender
+	}
+	if s.srv.opts.Submission != nil {
+		if err := s.submitMail(from); err != nil {
+			return err
+		}
 	}
 	// RFC 1870 §6.2: a declared size over the limit is refused up front.
 	if opts != nil && opts.Size > s.srv.maxSize {
@@ -148,6 +160,16 @@ func validPath(p string) bool {
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if _, _, needHello := s.w.tlsState(); needHello {
 		return replyNeedHello
+	}
+	if s.srv.opts.Submission != nil {
+		r, err := s.submitRcpt(to)
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.rcpts = append(s.rcpts, rcpt{arg: to, to: r})
+		s.mu.Unlock()
+		return nil
 	}
 	r, err := s.srv.be.ResolveRecipient(context.Background(), to)
 	if err != nil {
@@ -207,6 +229,17 @@ func (s *session) Data(r io.Reader) error {
 		t.log(s, &env, nil)
 		return t.fail
 	}
+	if s.srv.opts.Submission != nil {
+		id, reply := t.submit(s, &env)
+		if reply != nil {
+			t.fail = reply
+			t.log(s, &env, nil)
+			return reply
+		}
+		s.w.log.Info("message", "queue_id", id, "trace_id", t.queueID, "from", env.from, "rcpts", len(env.rcpts),
+			"size", t.size, "result", "queued", "duration", time.Since(t.start).Round(time.Microsecond))
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+	}
 	results := t.deliver(s, &env)
 	reply := smtpReply(results, t.queueID)
 	t.log(s, &env, results)
@@ -259,13 +292,14 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 
 // transfer is one received message.
 type transfer struct {
-	queueID string
-	start   time.Time
-	spool   *backend.Spool
-	size    int64           // bytes of message data received
-	fail    *smtp.SMTPError // set when the message is refused as a whole
-	why     string          // for the log, with fail
-	cause   error           // internal error behind fail, for the log
+	queueID  string
+	start    time.Time
+	spool    *backend.Spool
+	traceLen int             // bytes of trace headers at the start of spool
+	size     int64           // bytes of message data received
+	fail     *smtp.SMTPError // set when the message is refused as a whole
+	why      string          // for the log, with fail
+	cause    error           // internal error behind fail, for the log
 }
 
 // receive reads the whole message into a spool behind the trace headers.
@@ -283,7 +317,9 @@ func (s *session) receive(r io.Reader, env *envelope) *transfer {
 	if len(env.rcpts) == 0 && t.fail == nil {
 		refuse(replyNoRcpts, "no recipients", nil) // go-smtp does not let this happen
 	}
-	if _, err := t.spool.Write(s.trace(env, t.queueID, t.start)); err != nil {
+	trace := s.trace(env, t.queueID, t.start)
+	t.traceLen = len(trace)
+	if _, err := t.spool.Write(trace); err != nil {
 		refuse(replyLocalError, "spool failed", err)
 	}
 	buf := make([]byte, 64<<10)
@@ -417,9 +453,14 @@ func newQueueID() string {
 func (s *session) trace(env *envelope, queueID string, now time.Time) []byte {
 	isTLS, verb, _ := s.w.tlsState()
 	var b bytes.Buffer
-	b.WriteString("Return-Path: <")
-	b.WriteString(quotePath(env.from))
-	b.WriteString(">\r\n")
+	submission := s.srv.opts.Submission != nil
+	if !submission {
+		// RFC 5321 §4.4: the Return-Path is added at final delivery; a
+		// submitted message gets it where it is finally delivered.
+		b.WriteString("Return-Path: <")
+		b.WriteString(quotePath(env.from))
+		b.WriteString(">\r\n")
+	}
 	b.WriteString("Received: from ")
 	b.WriteString(headerToken(env.helo, 255))
 	b.WriteString(" (")
@@ -427,7 +468,11 @@ func (s *session) trace(env *envelope, queueID string, now time.Time) []byte {
 	b.WriteString(")\r\n\tby ")
 	b.WriteString(headerToken(s.srv.opts.Hostname, 255))
 	b.WriteString(" with ")
-	b.WriteString(withProtocol(verb, s.srv.opts.LMTP, isTLS, env.utf8))
+	proto := withProtocol(verb, s.srv.opts.LMTP, isTLS, env.utf8)
+	if submission && verb != "HELO" {
+		proto += "A" // RFC 3848 §2: ESMTPA, ESMTPSA (authenticated)
+	}
+	b.WriteString(proto)
 	b.WriteString(" id ")
 	b.WriteString(queueID)
 	if len(env.rcpts) == 1 {

@@ -54,7 +54,7 @@ func TestSharedFiles(t *testing.T) {
 		t.Fatalf("deleted account's mail: %v", err)
 	}
 	bdir := t.TempDir()
-	if err := s.Backup(bdir); err != nil {
+	if err := s.Backup(bdir, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()

@@ -523,7 +523,7 @@ func TestBackupRoundTrip(t *testing.T) {
 		}
 	}()
 	bdir := t.TempDir()
-	err := s.Backup(bdir)
+	err := s.Backup(bdir, nil)
 	close(stop)
 	<-done
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -52,9 +53,12 @@ type Config struct {
 	Log        LogConfig        `koanf:"log"`
 	SMTP       SMTPConfig       `koanf:"smtp"`
 	LMTP       SMTPConfig       `koanf:"lmtp"`
+	Submission SubmissionConfig `koanf:"submission"`
+	Outbound   OutboundConfig   `koanf:"outbound"`
 	IMAP       IMAPConfig       `koanf:"imap"`
 	POP3       POP3Config       `koanf:"pop3"`
 	HTTP       HTTPConfig       `koanf:"http"`
+	Metrics    MetricsConfig    `koanf:"metrics"`
 	TLS        TLSConfig        `koanf:"tls"`
 	Auth       AuthConfig       `koanf:"auth"`
 	Autoconfig AutoconfigConfig `koanf:"autoconfig"`
@@ -77,6 +81,50 @@ type SMTPConfig struct {
 	MaxConnections      int           `koanf:"max_connections"`
 	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
 	MaxErrors           int           `koanf:"max_errors"`
+}
+
+// SubmissionConfig is [submission]: Roost's users send mail here (RFC 6409).
+type SubmissionConfig struct {
+	Listen              string        `koanf:"listen" listen:"tcp"`
+	TLSListen           string        `koanf:"tls_listen" listen:"tcp"`
+	MaxMessageBytes     int64         `koanf:"max_message_bytes"`
+	MaxRecipients       int           `koanf:"max_recipients"`
+	MaxLineLength       int           `koanf:"max_line_length" min:"1000"`
+	CommandTimeout      time.Duration `koanf:"command_timeout"`
+	DataTimeout         time.Duration `koanf:"data_timeout"`
+	MaxConnections      int           `koanf:"max_connections"`
+	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
+	MaxErrors           int           `koanf:"max_errors"`
+	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
+}
+
+// OutboundConfig is [outbound]: how submitted mail is sent on.
+type OutboundConfig struct {
+	Relay         string `koanf:"relay" min:"0"`
+	RelayUsername string `koanf:"relay_username" min:"0"`
+	RelayPassword string `koanf:"relay_password" min:"0"`
+	RequireTLS    bool   `koanf:"require_tls"`
+	DNSServer     string `koanf:"dns_server" min:"0"`
+	// RetrySchedule is a comma-separated list of durations (retrySchedule).
+	RetrySchedule         string        `koanf:"retry_schedule"`
+	GiveUpAfter           time.Duration `koanf:"give_up_after"`
+	MaxConcurrent         int           `koanf:"max_concurrent"`
+	MaxConnectionsPerHost int           `koanf:"max_connections_per_host"`
+	// MXPort is the port remote MX hosts are reached on: 25, except in tests.
+	MXPort int `koanf:"mx_port" port:"1"`
+}
+
+// retrySchedule parses [outbound] retry_schedule.
+func (c OutboundConfig) retrySchedule() ([]time.Duration, error) {
+	var out []time.Duration
+	for _, f := range strings.Split(c.RetrySchedule, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("%q is not a positive duration (want e.g. \"5m, 15m, 1h\")", strings.TrimSpace(f))
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // IMAPConfig is [imap].
@@ -109,8 +157,16 @@ type POP3Config struct {
 	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
 }
 
-// HTTPConfig is [http]: autoconfiguration, /metrics and /healthz.
+// HTTPConfig is [http]: autoconfiguration and /healthz, the listener
+// published (behind a proxy) as autoconfig.<domain>.
 type HTTPConfig struct {
+	Listen string `koanf:"listen" listen:"tcp"`
+}
+
+// MetricsConfig is [metrics]: /metrics (and /healthz) on a listener of
+// its own, so that publishing the autoconfiguration listener does not
+// publish the metrics.
+type MetricsConfig struct {
 	Listen string `koanf:"listen" listen:"tcp"`
 }
 
@@ -128,6 +184,14 @@ type AuthConfig struct {
 	FailureWindow time.Duration `koanf:"failure_window"`
 	Lockout       time.Duration `koanf:"lockout"`
 	LoginCacheTTL time.Duration `koanf:"login_cache_ttl" min:"0"`
+	// The throttle of one (account, address) pair, and the account lock
+	// (backend.AuthLimiterOptions).
+	Delay                time.Duration `koanf:"delay"`
+	MaxDelay             time.Duration `koanf:"max_delay"`
+	AccountLockAddresses int           `koanf:"account_lock_addresses"`
+	IPv6Prefix           int           `koanf:"ipv6_prefix"`
+	KnownGoodTTL         time.Duration `koanf:"known_good_ttl"`
+	MaxTracked           int           `koanf:"max_tracked"`
 }
 
 // AutoconfigConfig is [autoconfig]: what mail clients are told, which may
@@ -140,7 +204,11 @@ type AutoconfigConfig struct {
 	POP3Port       int    `koanf:"pop3_port" port:"1"`
 	SubmissionHost string `koanf:"submission_host" min:"0"`
 	SubmissionPort int    `koanf:"submission_port" port:"1" min:"0"`
-	DisplayName    string `koanf:"display_name" min:"0"`
+	// SubmissionsPort is the public implicit-TLS port of Roost's own
+	// submission ([submission] tls_listen), announced when submission_host
+	// is empty.
+	SubmissionsPort int    `koanf:"submissions_port" port:"1"`
+	DisplayName     string `koanf:"display_name" min:"0"`
 }
 
 // defaultConfig is what `roost serve` runs with when nothing is configured:
@@ -159,11 +227,32 @@ func defaultConfig() Config {
 	}
 	lmtp := smtp
 	lmtp.Listen = "127.0.0.1:2424"
+	submission := SubmissionConfig{
+		Listen:              "127.0.0.1:1587",
+		TLSListen:           "127.0.0.1:1465",
+		MaxMessageBytes:     smtp.MaxMessageBytes,
+		MaxRecipients:       smtp.MaxRecipients,
+		MaxLineLength:       smtp.MaxLineLength,
+		CommandTimeout:      smtp.CommandTimeout,
+		DataTimeout:         smtp.DataTimeout,
+		MaxConnections:      smtp.MaxConnections,
+		MaxConnectionsPerIP: smtp.MaxConnectionsPerIP,
+		MaxErrors:           smtp.MaxErrors,
+		AuthFailureDelay:    2 * time.Second,
+	}
 	return Config{
-		DataDir: "./roost-data",
-		Log:     LogConfig{Level: "info", Format: "text"},
-		SMTP:    smtp,
-		LMTP:    lmtp,
+		DataDir:    "./roost-data",
+		Log:        LogConfig{Level: "info", Format: "text"},
+		SMTP:       smtp,
+		LMTP:       lmtp,
+		Submission: submission,
+		Outbound: OutboundConfig{
+			RetrySchedule:         "5m, 15m, 30m, 1h, 2h, 4h, 8h",
+			GiveUpAfter:           5 * 24 * time.Hour,
+			MaxConcurrent:         20,
+			MaxConnectionsPerHost: 4,
+			MXPort:                25,
+		},
 		IMAP: IMAPConfig{
 			Listen:              "127.0.0.1:1143",
 			TLSListen:           "127.0.0.1:1993",
@@ -189,21 +278,30 @@ func defaultConfig() Config {
 			MaxFailedLogins:     3,
 			AuthFailureDelay:    2 * time.Second,
 		},
-		HTTP: HTTPConfig{Listen: "127.0.0.1:8080"},
-		TLS:  TLSConfig{HandshakeTimeout: 30 * time.Second},
+		HTTP:    HTTPConfig{Listen: "127.0.0.1:8080"},
+		Metrics: MetricsConfig{Listen: "127.0.0.1:9154"},
+		TLS:     TLSConfig{HandshakeTimeout: 30 * time.Second},
 		Auth: AuthConfig{
 			Plaintext:     string(backend.PlaintextTLSOrLoopback),
 			MaxFailures:   10,
 			FailureWindow: 5 * time.Minute,
 			Lockout:       5 * time.Minute,
 			LoginCacheTTL: 5 * time.Minute,
+
+			Delay:                time.Second,
+			MaxDelay:             30 * time.Second,
+			AccountLockAddresses: 10,
+			IPv6Prefix:           64,
+			KnownGoodTTL:         30 * 24 * time.Hour,
+			MaxTracked:           50000,
 		},
 		Autoconfig: AutoconfigConfig{
-			IMAPSPort:   993,
-			IMAPPort:    143,
-			POP3SPort:   995,
-			POP3Port:    110,
-			DisplayName: "Roost",
+			IMAPSPort:       993,
+			IMAPPort:        143,
+			POP3SPort:       995,
+			POP3Port:        110,
+			SubmissionsPort: 465,
+			DisplayName:     "Roost",
 		},
 	}
 }
@@ -341,8 +439,19 @@ func loadConfig(path string, environ []string) (*Config, error) {
 		}
 	}
 
+	// data_dir is made absolute once, here: every message then names the
+	// directory really used, and the control socket path does not depend
+	// on a later change of directory.
+	abs, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data_dir %q: %w", cfg.DataDir, err)
+	}
+	cfg.DataDir = abs
 	if !set["lmtp.max_message_bytes"] {
 		cfg.LMTP.MaxMessageBytes = cfg.SMTP.MaxMessageBytes
+	}
+	if !set["submission.max_message_bytes"] {
+		cfg.Submission.MaxMessageBytes = cfg.SMTP.MaxMessageBytes
 	}
 	if cfg.Hostname == "" {
 		h, err := os.Hostname()
@@ -367,6 +476,38 @@ func (c *Config) check() error {
 	}
 	if _, err := backend.ParsePlaintextPolicy(c.Auth.Plaintext); err != nil {
 		return fmt.Errorf("config: auth.plaintext: %w", err)
+	}
+	if c.Auth.IPv6Prefix > 128 {
+		return fmt.Errorf("config: auth.ipv6_prefix: %d is not an IPv6 prefix length (1-128)", c.Auth.IPv6Prefix)
+	}
+	if c.Auth.AccountLockAddresses > 1000 {
+		return fmt.Errorf("config: auth.account_lock_addresses: %d is more than 1000", c.Auth.AccountLockAddresses)
+	}
+	if c.Auth.MaxDelay < c.Auth.Delay {
+		return fmt.Errorf("config: auth.max_delay (%s) is less than auth.delay (%s)", c.Auth.MaxDelay, c.Auth.Delay)
+	}
+	if _, err := c.Outbound.retrySchedule(); err != nil {
+		return fmt.Errorf("config: outbound.retry_schedule: %w", err)
+	}
+	if r := c.Outbound.Relay; r != "" {
+		if _, p, err := net.SplitHostPort(r); err != nil || p == "" {
+			return fmt.Errorf("config: outbound.relay: %q is not host:port", r)
+		}
+	}
+	if (c.Outbound.RelayUsername == "") != (c.Outbound.RelayPassword == "") {
+		return errors.New("config: outbound.relay_username and relay_password must be set together")
+	}
+	if c.Outbound.RelayUsername != "" && c.Outbound.Relay == "" {
+		return errors.New("config: outbound.relay_username is set but outbound.relay is not")
+	}
+	if d := c.Outbound.DNSServer; d != "" {
+		host := d
+		if h, _, err := net.SplitHostPort(d); err == nil {
+			host = h
+		}
+		if net.ParseIP(host) == nil {
+			return fmt.Errorf("config: outbound.dns_server: %q is not an IP address (with an optional port)", d)
+		}
 	}
 	return nil
 }

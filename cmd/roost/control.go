@@ -17,7 +17,8 @@ package main
 //
 // Ops: ping, status, user.add, user.passwd (both with "password"), user.del,
 // user.list, alias.add (args: alias, account), alias.del, alias.list,
-// backup (args: an absolute directory). "lines" is what the CLI prints.
+// backup (args: an absolute directory), queue.list, queue.show, queue.retry
+// and queue.delete (args: a queue ID). "lines" is what the CLI prints.
 
 import (
 	"bufio"
@@ -37,16 +38,20 @@ import (
 
 // Control operations.
 const (
-	opPing       = "ping"
-	opStatus     = "status"
-	opUserAdd    = "user.add"
-	opUserPasswd = "user.passwd"
-	opUserDel    = "user.del"
-	opUserList   = "user.list"
-	opAliasAdd   = "alias.add"
-	opAliasDel   = "alias.del"
-	opAliasList  = "alias.list"
-	opBackup     = "backup"
+	opPing        = "ping"
+	opStatus      = "status"
+	opUserAdd     = "user.add"
+	opUserPasswd  = "user.passwd"
+	opUserDel     = "user.del"
+	opUserList    = "user.list"
+	opAliasAdd    = "alias.add"
+	opAliasDel    = "alias.del"
+	opAliasList   = "alias.list"
+	opBackup      = "backup"
+	opQueueList   = "queue.list"
+	opQueueShow   = "queue.show"
+	opQueueRetry  = "queue.retry"
+	opQueueDelete = "queue.delete"
 )
 
 // controlSocketName is the socket's file name inside data_dir.

@@ -15,23 +15,30 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"strings"
+	"time"
 )
 
-const usage = `Roost: a mailbox server (SMTP/LMTP in, IMAP and POP3 out).
+const usage = `Roost: a mail server (SMTP/LMTP in, IMAP and POP3 out, submission and sending).
 
 Usage:
-  roost serve                      run the server (all configured listeners)
+  roost serve                      run the server (all configured listeners); creates the store on first start
+  roost init                       create an empty store in data_dir without starting the server
   roost user add ADDRESS           create an account (password read from stdin or prompted)
   roost user passwd ADDRESS        change an account's password
   roost user del ADDRESS           delete an account, its aliases and all its mail
   roost user list                  list accounts, one per line, address first
-  roost alias add ALIAS ADDRESS    deliver mail for ALIAS to the account ADDRESS
+  roost alias add ALIAS ADDRESS    deliver mail for ALIAS to the account ADDRESS ("*@DOMAIN": catch-all)
   roost alias del ALIAS            remove an alias
   roost alias list                 list aliases: ALIAS, then its account
-  roost backup DIR                 write a consistent copy of the store into DIR
+  roost backup DIR                 write a consistent copy of the store into DIR, with a manifest
+  roost restore DIR                check the backup in DIR and restore it into an empty data_dir (server stopped)
   roost dns DOMAIN                 print the DNS records to publish for DOMAIN
+  roost dkim generate DOMAIN       make DKIM signing keys (Ed25519, RSA-2048) for DOMAIN
+  roost queue list                 list the messages waiting to be sent
+  roost queue show ID              show one queued message and its recipients
+  roost queue retry ID             try a queued message again now
+  roost queue delete ID            remove a queued message without telling anyone
   roost status                     show whether a server runs, and its listeners
   roost version                    print the version
   roost help                       print this help
@@ -41,7 +48,8 @@ Global flag (anywhere on the command line):
 
 Admin commands work whether or not "roost serve" runs with the same config:
 they use its control socket (data_dir/control.sock) when it answers, and
-open the store directly otherwise.
+open the store directly otherwise. They never create a store: with no
+server and no store at data_dir they fail and say where they looked.
 `
 
 // Exit codes.
@@ -156,7 +164,7 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 		if err := wantArgs(args, 0, "version"); err != nil {
 			return err
 		}
-		fmt.Fprintln(env.stdout, versionString())
+		fmt.Fprintln(env.stdout, readBuildInfo())
 		return nil
 	}
 	// Check the command line before loading the config, so a typo gets a
@@ -165,6 +173,10 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 	switch cmd {
 	case "serve":
 		if err := wantArgs(args, 0, "serve"); err != nil {
+			return err
+		}
+	case "init":
+		if err := wantArgs(args, 0, "init"); err != nil {
 			return err
 		}
 	case "user", "alias":
@@ -178,10 +190,27 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 			return err
 		}
 		req = request{Op: opBackup, Args: args}
+	case "restore":
+		if err := wantArgs(args, 1, "restore DIR"); err != nil {
+			return err
+		}
 	case "dns":
 		if err := wantArgs(args, 1, "dns DOMAIN"); err != nil {
 			return err
 		}
+	case "dkim":
+		if len(args) == 0 || args[0] != "generate" {
+			return usagef("usage: roost dkim generate DOMAIN")
+		}
+		if err := wantArgs(args[1:], 1, "dkim generate DOMAIN"); err != nil {
+			return err
+		}
+	case "queue":
+		r, err := parseQueue(args)
+		if err != nil {
+			return err
+		}
+		req = r
 	case "status":
 		if err := wantArgs(args, 0, "status"); err != nil {
 			return err
@@ -200,6 +229,12 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 		return serve(ctx, cfg, env.stderr)
 	case "dns":
 		return printDNS(cfg, args[0], env.stdout)
+	case "init":
+		return runInit(ctx, cfg, env)
+	case "restore":
+		return runRestore(ctx, cfg, args[0], env)
+	case "dkim":
+		return dkimGenerate(cfg, args[1], env.stdout, time.Now())
 	}
 	return runAdmin(ctx, cfg, req, env)
 }
@@ -241,21 +276,17 @@ func parseAdmin(cmd string, args []string) (request, error) {
 	return request{Op: f.op, Args: args}, nil
 }
 
-// versionString reports the module version and VCS revision the binary was
-// built from, as recorded by the Go toolchain.
-func versionString() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "roost (unknown version)"
+// parseQueue turns "queue ..." into a control request.
+func parseQueue(args []string) (request, error) {
+	if len(args) == 0 {
+		return request{}, usagef("queue needs a subcommand (list, show, retry, delete)")
 	}
-	v := bi.Main.Version
-	if v == "" || v == "(devel)" {
-		v = "(devel)"
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				v += " " + s.Value
-			}
-		}
+	switch sub, rest := args[0], args[1:]; sub {
+	case "list":
+		return request{Op: opQueueList}, wantArgs(rest, 0, "queue list")
+	case "show", "retry", "delete":
+		return request{Op: "queue." + sub, Args: rest}, wantArgs(rest, 1, "queue "+sub+" ID")
+	default:
+		return request{}, usagef("unknown command %q", "queue "+sub)
 	}
-	return "roost " + v + " " + bi.GoVersion
 }
