@@ -422,6 +422,11 @@ func (s *session) syncForce(allowExpunge, force bool) error {
 		return nil
 	}
 	changes, err := s.user.ChangesSince(sel.id, sel.modseq)
+	if errors.Is(err, backend.ErrNoSuchMailbox) && s.accountDeleted() {
+		s.log.Info("account deleted; closing session")
+		s.c.bye("Account deleted")
+		return errCloseConn
+	}
 	if errors.Is(err, backend.ErrNoSuchMailbox) {
 		// The selected mailbox was deleted (by this session or another):
 		// there is no way to tell the client but to close (as Dovecot does).

@@ -588,15 +588,27 @@ func (s *session) mapErr(op string, err error, tryCreate bool) error {
 		return nof("EXPUNGEISSUED", "Some messages were expunged meanwhile")
 	}
 	if s.user != nil {
-		select {
-		case <-s.user.Gone():
+		// An account deleted under the session (roost user del) fails
+		// its calls before Gone is closed: that is no server bug.
+		if s.accountDeleted() {
+			s.log.Info("account deleted; closing session")
 			s.c.bye("Account deleted")
 			return errCloseConn
-		default:
 		}
 	}
 	s.log.Error(op+" failed", "err", err)
 	return nof("SERVERBUG", "Internal error")
+}
+
+// accountDeleted reports whether the session's account is gone.
+func (s *session) accountDeleted() bool {
+	select {
+	case <-s.user.Gone():
+		return true
+	default:
+	}
+	_, err := s.srv.opts.Backend.LookupUser(s.ctx, s.user.Address())
+	return errors.Is(err, backend.ErrNoSuchUser)
 }
 
 func capitalise(s string) string {
