@@ -138,8 +138,11 @@ func (p *parser) fetchArgs(uidCmd bool) (fetchArgs, error) {
 	// requested among themselves). Clients match by name; some tools and
 	// tests read the first items.
 	slices.SortStableFunc(a.items, func(x, y fetchItem) int { return itemRank(x.name) - itemRank(y.name) })
-	if a.hasChanged {
+	if a.hasChanged && !a.modseq {
+		// RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ.
 		a.modseq = true
+		a.items = append(a.items, fetchItem{name: "MODSEQ"})
+		slices.SortStableFunc(a.items, func(x, y fetchItem) int { return itemRank(x.name) - itemRank(y.name) })
 	}
 	return a, nil
 }
