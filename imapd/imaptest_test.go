@@ -83,8 +83,6 @@ var imaptestNotRunning = []string{
 	"urlauth", "urlauth-binary", "urlauth2", // URLAUTH: not offered
 	"notify",                                          // NOTIFY: not offered
 	"catenate", "catenate-multiappend", "multiappend", // not yet
-	"search-context-update", "search-context-update2", "search-context-update3", "search-partial", // CONTEXT=SEARCH: not yet
-	"sort-partial", // CONTEXT=SORT: not yet
 }
 
 // imaptestKnownFailures are commands that still fail, by file.

@@ -16,6 +16,7 @@ const maxSearchDepth = 100
 // 9394 PARTIAL).
 type searchOpts struct {
 	esearch                    bool // RETURN given: answer with ESEARCH
+	update                     bool // RETURN (UPDATE): a search context (RFC 5267 §4)
 	min, max, all, count, save bool
 	partial                    *partialRange
 	usesModSeq                 bool
@@ -54,6 +55,8 @@ func (p *parser) searchReturn(o *searchOpts) error {
 			o.count = true
 		case "SAVE":
 			o.save = true
+		case "UPDATE":
+			o.update = true
 		case "PARTIAL":
 			if err := p.sp(); err != nil {
 				return err
@@ -71,7 +74,7 @@ func (p *parser) searchReturn(o *searchOpts) error {
 	if err != nil {
 		return err
 	}
-	if !o.min && !o.max && !o.all && !o.count && !o.save && o.partial == nil {
+	if !o.min && !o.max && !o.all && !o.count && !o.save && o.partial == nil && !o.update {
 		o.all = true // RETURN () is RETURN (ALL), RFC 4731 §3.1
 	}
 	if o.partial != nil && o.all {
@@ -467,6 +470,11 @@ func cmdSearch(s *session, p *parser) error {
 		return s.mapErr("search", err, false)
 	}
 	_ = highest
+	if o.update {
+		if err := s.addContext(s.tag, uid, crit, uids); err != nil {
+			return err
+		}
+	}
 	return s.searchResults(uids, uid, &o, nil)
 }
 

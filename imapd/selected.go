@@ -206,6 +206,7 @@ func cmdSelect(s *session, p *parser) error {
 		// the old mailbox's responses end.
 		s.sel.close()
 		s.sel = nil
+		s.contexts = nil
 		s.state = stateAuth
 		if s.qresync {
 			s.c.untagged("OK [CLOSED] Previous mailbox closed")
@@ -375,6 +376,7 @@ func cmdUnselect(s *session, p *parser) error {
 }
 
 func (s *session) unselect() {
+	s.contexts = nil
 	if s.sel != nil {
 		s.sel.close()
 		s.sel = nil
@@ -596,6 +598,10 @@ func (s *session) expungeKnown(uids []uint32) {
 	}
 	sel := s.sel
 	slices.Sort(uids)
+	if len(s.contexts) > 0 {
+		// Before the EXPUNGEs renumber: REMOVEFROM with the old numbers.
+		s.contextsExpunged(uids)
+	}
 	var seqs, vanished []uint32
 	kept := sel.uids[:0]
 	j := 0

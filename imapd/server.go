@@ -199,7 +199,7 @@ func New(opts Options) (*Server, error) {
 		log:  opts.Logger.With("proto", "imap"),
 		extraCaps: []string{
 			"CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
-			"SORT", "SORT=DISPLAY", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "ESORT", "PARTIAL",
+			"SORT", "SORT=DISPLAY", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "ESORT", "PARTIAL", "CONTEXT=SEARCH", "CONTEXT=SORT",
 		},
 		conns:      lifecycle.New[*conn](),
 		tlsRejects: make(chan struct{}, 16),

@@ -51,6 +51,7 @@ type session struct {
 	badRun   int    // BAD responses in a row
 	goneStop chan struct{}
 	idleRead chan lineResult // an IDLE's reader, still reading
+	contexts []*searchContext
 }
 
 func newSession(c *conn) *session {
@@ -294,6 +295,9 @@ func (s *session) finish(p *parser, tag string, err error, noExpunge bool) error
 				return err
 			}
 			s.log.Warn("sync failed", "err", err)
+		}
+		if len(s.contexts) > 0 {
+			s.updateContexts()
 		}
 	}
 	s.c.writeStatus(tag, st)
