@@ -132,3 +132,38 @@ func TestQResyncReconnect(t *testing.T) {
 		t.Errorf("QRESYNC with another UIDVALIDITY: %q", got)
 	}
 }
+
+// TestMultiAppendAllOrNothing: MULTIAPPEND (RFC 3502) stores every message
+// or none; CATENATE (RFC 4469) builds one from a literal and a URL.
+func TestMultiAppendAllOrNothing(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.AppendLimit = 100 })
+	r := e.dialRaw()
+	r.login()
+	m1, m2 := "Subject: one\r\n\r\nbody one\r\n", "Subject: two\r\n\r\nbody two\r\n"
+	got := r.cmd("a", fmt.Sprintf("APPEND INBOX {%d+}\r\n%s (\\Seen) {%d+}\r\n%s", len(m1), m1, len(m2), m2))
+	if last := got[len(got)-1]; !strings.HasPrefix(last, "a OK [APPENDUID ") || !strings.Contains(last, " 1:2]") {
+		t.Fatalf("MULTIAPPEND: %q", got)
+	}
+	// The second message is over the limit: neither is stored.
+	big := strings.Repeat("x", 200)
+	got = r.cmd("b", fmt.Sprintf("APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s", len(m1), m1, len(big), big))
+	if last := got[len(got)-1]; !strings.HasPrefix(last, "b NO [TOOBIG]") {
+		t.Errorf("MULTIAPPEND with a message too big: %q", got)
+	}
+	if uids := uidsOf(t, e, "INBOX"); !slices.Equal(uids, []uint32{1, 2}) {
+		t.Errorf("after a failed MULTIAPPEND: %v", uids)
+	}
+	// CATENATE: the header of message 1 and a new body.
+	got = r.cmd("c", "APPEND INBOX CATENATE (URL \"/INBOX/;uid=1/;section=HEADER\" TEXT {5+}\r\nnew\r\n)")
+	if last := got[len(got)-1]; !strings.HasPrefix(last, "c OK [APPENDUID ") {
+		t.Fatalf("CATENATE: %q", got)
+	}
+	r.cmd("s", "SELECT INBOX")
+	got = r.cmd("f", "FETCH 3 BODY.PEEK[]")
+	if want := "Subject: one\r\n\r\nnew\r\n"; !strings.Contains(strings.Join(got, "\r\n"), want) {
+		t.Errorf("CATENATE result: %q", got)
+	}
+	if got := r.cmd("d", "APPEND INBOX CATENATE (URL \"/INBOX/;uid=99\")"); !strings.HasPrefix(got[len(got)-1], "d NO [BADURL") {
+		t.Errorf("CATENATE of a missing message: %q", got)
+	}
+}

@@ -3,7 +3,11 @@ package imapd
 import (
 	"errors"
 	"fmt"
+	"io"
+	"math"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,7 +19,10 @@ import (
 var errAnswered = &status{typ: "-"}
 
 // cmdAppend implements APPEND (RFC 9051 §6.3.12, UIDPLUS APPENDUID, RFC
-// 3516 literal8). The literal streams into the backend's spool.
+// 3516 literal8) with MULTIAPPEND (RFC 3502: several messages, all stored
+// or none) and CATENATE (RFC 4469: a message put together from literals
+// and IMAP URLs of messages of this account). Each message's data streams
+// into a spool (memory, then a temporary file), never held whole.
 func cmdAppend(s *session, p *parser) error {
 	if err := p.sp(); err != nil {
 		return err
@@ -24,57 +31,221 @@ func cmdAppend(s *session, p *parser) error {
 	if err != nil {
 		return err
 	}
-	if err := p.sp(); err != nil {
-		return err
+	// A missing mailbox is refused first (TRYCREATE), before any literal
+	// is asked for or URL read.
+	if _, err := s.user.Mailbox(name); err != nil {
+		return s.mapErr("append", err, true)
 	}
-	var flags []string
-	if p.peek() == '(' {
-		if flags, err = p.flagList(false); err != nil {
-			return err
+	var msgs []backend.AppendMessage
+	var spools []*backend.Spool
+	defer func() {
+		for _, sp := range spools {
+			sp.Close()
 		}
+	}()
+	var total int64
+	for {
 		if err := p.sp(); err != nil {
 			return err
 		}
-	}
-	var date time.Time
-	if p.peek() == '"' {
-		if date, err = p.dateTime(); err != nil {
+		var flags []string
+		if p.peek() == '(' {
+			if flags, err = p.flagList(false); err != nil {
+				return err
+			}
+			if err := p.sp(); err != nil {
+				return err
+			}
+		}
+		var date time.Time
+		if p.peek() == '"' {
+			if date, err = p.dateTime(); err != nil {
+				return err
+			}
+			if err := p.sp(); err != nil {
+				return err
+			}
+		}
+		fl, err := storeFlags(flags)
+		if err != nil {
 			return err
 		}
-		if err := p.sp(); err != nil {
-			return err
+		spool := s.srv.opts.Backend.NewSpool()
+		spools = append(spools, spool)
+		limit := s.srv.opts.AppendLimit
+		if c := p.peek(); c == '{' || c == '~' {
+			if err := s.appendLiteral(p, spool, limit); err != nil {
+				return err
+			}
+		} else {
+			kw, err := p.keyword()
+			if err != nil {
+				return err
+			}
+			if kw != "CATENATE" {
+				return badf("Expected a literal or CATENATE")
+			}
+			if err := p.sp(); err != nil {
+				return err
+			}
+			if err := p.list(func() error { return s.catenatePart(p, spool, limit) }); err != nil {
+				return err
+			}
+		}
+		if spool.TooBig() || spool.Size() > limit {
+			return nof("TOOBIG", "Message too big (limit %d octets)", limit)
+		}
+		total += spool.Size()
+		r, err := spool.Reader()
+		if err != nil {
+			return s.mapErr("append", err, false)
+		}
+		msgs = append(msgs, backend.AppendMessage{Body: r, Flags: fl, Date: date})
+		if p.atEOL() {
+			break
 		}
 	}
-	fl, err := storeFlags(flags)
+	if err := p.end(); err != nil {
+		return err
+	}
+	if err := s.checkMessageQuota(int64(len(msgs))); err != nil {
+		return err
+	}
+	res, err := s.user.AppendMany(s.ctx, name, msgs)
+	if err != nil {
+		return s.mapErr("append", err, true)
+	}
+	uids := make([]uint32, len(res))
+	for i, r := range res {
+		uids[i] = r.UID
+	}
+	s.log.Debug("appended", "mailbox", name, "uids", formatSet(uids), "bytes", total)
+	return okf(fmt.Sprintf("APPENDUID %d %s", res[0].UIDValidity, formatSet(uids)), "APPEND completed")
+}
+
+// appendLiteral copies a message literal into the spool.
+func (s *session) appendLiteral(p *parser, w io.Writer, limit int64) error {
+	_, lit, err := p.messageLiteral(limit)
 	if err != nil {
 		return err
 	}
-	if err := s.checkMessageQuota(1); err != nil {
-		return err
-	}
-	size, lit, err := p.messageLiteral(s.srv.opts.AppendLimit)
-	if err != nil {
-		return err
-	}
-	res, aerr := s.user.Append(s.ctx, name, lit, fl, date)
+	_, cerr := io.Copy(w, lit)
 	if err := p.endMessageLiteral(); err != nil {
 		return err
 	}
-	if aerr != nil {
-		if isNetErr(aerr) {
-			return aerr
-		}
-		if err := p.end(); err != nil {
-			return err
-		}
-		return s.mapErr("append", aerr, true)
+	if cerr != nil && isNetErr(cerr) {
+		return cerr
 	}
-	if err := p.end(); err != nil {
-		// The message is stored, but the command is malformed after it.
+	return nil
+}
+
+// catenatePart reads one cat-part (RFC 4469 §5: TEXT literal, or URL).
+func (s *session) catenatePart(p *parser, w io.Writer, limit int64) error {
+	kw, err := p.keyword()
+	if err != nil {
 		return err
 	}
-	s.log.Debug("appended", "mailbox", name, "uid", res.UID, "bytes", size)
-	return okf(fmt.Sprintf("APPENDUID %d %d", res.UIDValidity, res.UID), "APPEND completed")
+	if err := p.sp(); err != nil {
+		return err
+	}
+	switch kw {
+	case "TEXT":
+		return s.appendLiteral(p, w, limit)
+	case "URL":
+		u, err := p.astring()
+		if err != nil {
+			return err
+		}
+		return s.catenateURL(u, w)
+	}
+	return badf("Unknown CATENATE part %s", kw)
+}
+
+// catenateURL copies what an IMAP URL of this account names (RFC 5092:
+// "/mailbox[;UIDVALIDITY=n]/;UID=n[/;SECTION=s][/;PARTIAL=o[.n]]").
+func (s *session) catenateURL(raw string, w io.Writer) error {
+	bad := nof("BADURL "+raw, "Invalid or unknown URL")
+	if !strings.HasPrefix(raw, "/") {
+		return bad
+	}
+	rest := raw[1:]
+	i := strings.Index(strings.ToLower(rest), "/;uid=")
+	if i < 0 {
+		return bad
+	}
+	mboxPart, rest := rest[:i], rest[i+6:]
+	uidValidity := ""
+	if j := strings.Index(strings.ToLower(mboxPart), ";uidvalidity="); j >= 0 {
+		mboxPart, uidValidity = mboxPart[:j], mboxPart[j+13:]
+	}
+	name, err := url.PathUnescape(mboxPart)
+	if err != nil {
+		return bad
+	}
+	fields := strings.Split(rest, "/;")
+	uid, err := strconv.ParseUint(strings.TrimSuffix(fields[0], "/"), 10, 32)
+	if err != nil || uid == 0 {
+		return bad
+	}
+	it := fetchItem{name: "BODY[]"}
+	for _, f := range fields[1:] {
+		k, v, _ := strings.Cut(f, "=")
+		v, err := url.PathUnescape(strings.TrimSuffix(v, "/"))
+		if err != nil {
+			return bad
+		}
+		switch strings.ToLower(k) {
+		case "section":
+			q := &parser{c: s.c, line: []byte("[" + v + "]"), limit: len(v) + 4}
+			if err := q.section(&it, false); err != nil || !q.atEOL() {
+				return bad
+			}
+		case "partial":
+			o, n, hasN := strings.Cut(v, ".")
+			off, err1 := strconv.ParseInt(o, 10, 64)
+			cnt := int64(math.MaxInt64 / 2)
+			var err2 error
+			if hasN {
+				cnt, err2 = strconv.ParseInt(n, 10, 64)
+			}
+			if err1 != nil || err2 != nil || off < 0 || cnt <= 0 {
+				return bad
+			}
+			it.partial, it.offset, it.cnt = true, off, cnt
+		default:
+			return bad
+		}
+	}
+	mb, err := s.user.Mailbox(name)
+	if err != nil {
+		return bad
+	}
+	if uidValidity != "" && uidValidity != strconv.FormatUint(uint64(mb.UIDValidity), 10) {
+		return bad
+	}
+	found, err := s.user.MessagesByUID(mb.ID, []uint32{uint32(uid)})
+	if err != nil || len(found) == 0 {
+		return bad
+	}
+	m := &found[0]
+	parsed, err := s.user.Parsed(m)
+	if err != nil {
+		return bad
+	}
+	body := s.user.OpenBody(m)
+	sec, err := s.bodySection(m, body, parsed, &it)
+	if err != nil {
+		return bad
+	}
+	if sec.isData {
+		_, err = w.Write(sec.data)
+	} else {
+		_, err = io.Copy(w, io.NewSectionReader(body, sec.start, sec.n))
+	}
+	if err != nil {
+		return s.mapErr("catenate", err, false)
+	}
+	return nil
 }
 
 func isNetErr(err error) bool {

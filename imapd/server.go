@@ -200,6 +200,7 @@ func New(opts Options) (*Server, error) {
 		extraCaps: []string{
 			"CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
 			"SORT", "SORT=DISPLAY", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "ESORT", "PARTIAL", "CONTEXT=SEARCH", "CONTEXT=SORT",
+			"MULTIAPPEND", "CATENATE",
 		},
 		conns:      lifecycle.New[*conn](),
 		tlsRejects: make(chan struct{}, 16),
