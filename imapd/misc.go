@@ -123,13 +123,24 @@ func cmdAppend(s *session, p *parser) error {
 	return okf(fmt.Sprintf("APPENDUID %d %s", res[0].UIDValidity, formatSet(uids)), "APPEND completed")
 }
 
-// appendLiteral copies a message literal into the spool.
+// appendLiteral copies a message literal into the spool. A literal8
+// whose content holds NULs is stored with those parts in base64
+// (encodeBinaryParts).
 func (s *session) appendLiteral(p *parser, w io.Writer, limit int64) error {
+	binary := p.lit.binary
 	_, lit, err := p.messageLiteral(limit)
 	if err != nil {
 		return err
 	}
-	_, cerr := io.Copy(w, lit)
+	var cerr error
+	if binary {
+		var raw []byte
+		if raw, cerr = io.ReadAll(lit); cerr == nil {
+			_, cerr = w.Write(encodeBinaryParts(raw))
+		}
+	} else {
+		_, cerr = io.Copy(w, lit)
+	}
 	if err := p.endMessageLiteral(); err != nil {
 		return err
 	}
