@@ -129,7 +129,7 @@ func TestImaptestCompliance(t *testing.T) {
 		totals[1] += n(4)
 		totals[2] += n(5)
 		totals[3] += n(6)
-		if (n(2) > 0 || n(3) > 0 || n(5) > 0) {
+		if n(2) > 0 || n(3) > 0 || n(5) > 0 {
 			t.Errorf("%s: %d failed groups, %d/%d base and %d/%d extension commands failed:\n%s",
 				name, n(2), n(3), n(4), n(5), n(6), out)
 		}
