@@ -43,6 +43,7 @@ type conn struct {
 	stopping      atomic.Bool // Shutdown asked
 	gone          atomic.Bool // the account was deleted
 	authenticated atomic.Bool
+	monitorStop   atomic.Bool // the close monitor is to stop reading
 	byeSent       bool
 }
 
@@ -98,7 +99,7 @@ func (c *conn) arm() {
 	c.armedAt = now
 	var d time.Time
 	switch {
-	case c.gone.Load() || c.stopping.Load() && c.phase != phaseCommand:
+	case c.gone.Load() || c.stopping.Load() && c.phase != phaseCommand || c.monitorStop.Load():
 		d = now
 	case !c.authenticated.Load():
 		d = c.loginDeadline
@@ -127,6 +128,8 @@ func (c *conn) onTimeout(err error) error {
 	ph, armed := c.phase, c.armedAt
 	c.dlMu.Unlock()
 	switch {
+	case c.monitorStop.Load():
+		return err
 	case c.gone.Load():
 		return errGone
 	case c.stopping.Load() && ph != phaseCommand:
@@ -136,6 +139,37 @@ func (c *conn) onTimeout(err error) error {
 		return nil
 	}
 	return err
+}
+
+// watchClose notices, while a long command runs in the backend, that the
+// client went away, and cancels the command's context then (a closed
+// connection stops its command's work). It reads ahead into the input
+// buffer (beneath the decompressor, whose stream a read deadline must not
+// break); what it reads is the next command. The returned stop ends the
+// watch and must be called before the connection is read again.
+func (c *conn) watchClose(cancel func()) (stop func()) {
+	in := c.in
+	if c.rawIn != nil {
+		in = c.rawIn
+	}
+	if len(in.buffered()) > 0 || len(c.in.buffered()) > 0 {
+		return func() {} // pipelined input: the client is there
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := in.fill(); err != nil && !isTimeout(err) {
+			cancel()
+		}
+	}()
+	return func() {
+		c.dlMu.Lock()
+		c.monitorStop.Store(true)
+		c.raw.SetReadDeadline(time.Now())
+		c.dlMu.Unlock()
+		<-done
+		c.monitorStop.Store(false)
+	}
 }
 
 // Interrupt implements lifecycle.Conn: Shutdown's request. The connection

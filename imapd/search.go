@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -465,7 +466,15 @@ func cmdSearch(s *session, p *parser) error {
 	if err := p.end(); err != nil {
 		return err
 	}
-	uids, highest, err := s.user.SearchModSeq(s.ctx, s.sel.id, crit)
+	var uids []uint32
+	var highest uint64
+	err = s.backendWork(func() (err error) {
+		uids, highest, err = s.user.SearchModSeq(s.ctx, s.sel.id, crit)
+		return err
+	})
+	if errors.Is(err, errCloseConn) {
+		return err
+	}
 	if err != nil {
 		return s.mapErr("search", err, false)
 	}

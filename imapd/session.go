@@ -206,6 +206,18 @@ func (s *session) serveCommand() error {
 	return s.finish(p, tag, err, cmd.noExpunge)
 }
 
+// backendWork runs fn, a command's long call into the backend, with its
+// context cancelled if the client goes away meanwhile.
+func (s *session) backendWork(fn func() error) error {
+	stop := s.c.watchClose(s.cancel)
+	err := fn()
+	stop()
+	if s.ctx.Err() != nil && err != nil {
+		return errCloseConn
+	}
+	return err
+}
+
 func (s *session) wrongState(allowed sessState) error {
 	switch {
 	case allowed == stateSelected:

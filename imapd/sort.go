@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"errors"
 	"strings"
 
 	"github.com/roostmail/roost/backend"
@@ -109,7 +110,14 @@ func cmdSort(s *session, p *parser) error {
 	if err := p.end(); err != nil {
 		return err
 	}
-	uids, _, err := s.user.Sort(s.ctx, s.sel.id, keys, crit)
+	var uids []uint32
+	err = s.backendWork(func() (err error) {
+		uids, _, err = s.user.Sort(s.ctx, s.sel.id, keys, crit)
+		return err
+	})
+	if errors.Is(err, errCloseConn) {
+		return err
+	}
 	if err != nil {
 		return s.mapErr("sort", err, false)
 	}
@@ -154,7 +162,14 @@ func cmdThread(s *session, p *parser) error {
 	if err := p.end(); err != nil {
 		return err
 	}
-	threads, err := s.user.Thread(s.ctx, s.sel.id, algorithm, crit)
+	var threads []backend.ThreadNode
+	err = s.backendWork(func() (err error) {
+		threads, err = s.user.Thread(s.ctx, s.sel.id, algorithm, crit)
+		return err
+	})
+	if errors.Is(err, errCloseConn) {
+		return err
+	}
 	if err != nil {
 		return s.mapErr("thread", err, false)
 	}
