@@ -220,10 +220,10 @@ func (s *session) backendWork(fn func() error) error {
 
 func (s *session) wrongState(allowed sessState) error {
 	switch {
+	case s.state == stateNotAuth && allowed&stateNotAuth == 0:
+		return badf("Log in first")
 	case allowed == stateSelected:
 		return badf("No mailbox selected")
-	case s.state == stateNotAuth:
-		return badf("Log in first")
 	case allowed == stateNotAuth:
 		return badf("Already logged in")
 	}
