@@ -48,7 +48,7 @@ func (u *User) AppendMany(ctx context.Context, mailbox string, msgs []AppendMess
 	}
 	u.b.inflight.Add(1)
 	defer u.b.inflight.Done()
-	res, err := u.ms.AppendMany(n, nms, u.acct.QuotaBytes)
+	res, err := u.ms.AppendMany(n, nms, u.limits())
 	if err != nil {
 		return nil, mapStoreErr(err, n)
 	}

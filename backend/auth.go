@@ -154,6 +154,8 @@ func (b *Backend) Login(ctx context.Context, username, password, remoteIP string
 	switch {
 	case lookupErr != nil || err != nil:
 		b.verify(ctx, dummyHash, password)
+	case b.checkAppPassword(ctx, acct, password):
+		ok = true
 	case b.auth.check(addr, acct.PasswordHash, password):
 		ok = true
 	case b.verify(ctx, acct.PasswordHash, password):

@@ -107,6 +107,9 @@ type Options struct {
 	// Shards is how many mail files the accounts share (store.Options.Shards):
 	// 0 gives each account its own file.
 	Shards int
+	// DefaultQuota is the quota of accounts that have none of their own
+	// (Account.QuotaBytes or QuotaMessages 0); 0: no limit.
+	DefaultQuota Limits
 	// NoSync skips fsync (tests only).
 	NoSync bool
 	// MustExist makes New fail with ErrNoStore where DataDir holds no
@@ -340,7 +343,8 @@ func (b *Backend) SetPassword(ctx context.Context, address, password string) err
 	return err
 }
 
-// UpdateAccount sets an account's quota and disabled state.
+// UpdateAccount sets an account's byte quota (see SetQuota) and disabled
+// state (see SetDisabled: mail is still accepted).
 func (b *Backend) UpdateAccount(ctx context.Context, address string, quotaBytes int64, disabled bool) error {
 	addr, err := NormalizeAddress(address)
 	if err != nil {
@@ -442,6 +446,7 @@ func (b *Backend) user(acct store.Account) (*User, error) {
 		b.gone[acct.ID] = gone
 	}
 	b.mu.Unlock()
+	b.purgerOf(acct.ID, ms) // the first User of the account empties what a restart left pending
 	return &User{b: b, acct: acct, ms: ms, gone: gone}, nil
 }
 

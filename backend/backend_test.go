@@ -198,7 +198,9 @@ func TestResolveRecipient(t *testing.T) {
 	b.AddAlias(ctx, "postmaster@example.org", "alice@example.org")
 	deliver(t, b, "Subject: fill\r\n\r\nmore than ten bytes\r\n", "full@example.org")
 	b.UpdateAccount(ctx, "full@example.org", 10, false)
-	b.UpdateAccount(ctx, "off@example.org", 0, true)
+	b.SetDisabled(ctx, "off@example.org", true, true)
+	mustUser(t, b, "paused@example.org")
+	b.SetDisabled(ctx, "paused@example.org", true, false)
 	for _, tc := range []struct {
 		rcpt, account string
 		err           error
@@ -211,6 +213,7 @@ func TestResolveRecipient(t *testing.T) {
 		{"alice@elsewhere.net", "", ErrRelayDenied},
 		{"full@example.org", "", ErrOverQuota},
 		{"off@example.org", "", ErrAccountDisabled},
+		{"paused@example.org", "paused@example.org", nil}, // disabled, mail still accepted
 		{"not an address", "", ErrInvalidAddress},
 	} {
 		r, err := b.ResolveRecipient(ctx, tc.rcpt)
@@ -263,10 +266,19 @@ func TestResolveRecipientCatchAll(t *testing.T) {
 			t.Errorf("%s: %+v %v, want %s", tc.rcpt, r, err, tc.account)
 		}
 	}
-	// The catch-all's target disabled: refused like its own mail.
-	b.UpdateAccount(ctx, "alice@example.org", 0, true)
+	// The catch-all's target disabled: its mail still arrives, as its own
+	// does; disabled with mail refused, refused like its own mail.
+	if err := b.SetDisabled(ctx, "alice@example.org", true, false); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := b.ResolveRecipient(ctx, "nobody@example.org"); err != nil || r.Account != "alice@example.org" {
+		t.Errorf("catch-all to a disabled account: %+v %v, want delivered", r, err)
+	}
+	if err := b.SetDisabled(ctx, "alice@example.org", true, true); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.ResolveRecipient(ctx, "nobody@example.org"); !errors.Is(err, ErrAccountDisabled) {
-		t.Errorf("catch-all to a disabled account: %v", err)
+		t.Errorf("catch-all to an account refusing mail: %v", err)
 	}
 }
 

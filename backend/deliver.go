@@ -27,8 +27,9 @@ type Recipient struct {
 // full local part. When nothing matches, a catch-all alias of the domain
 // ("*@domain", see CatchAll) takes the mail: it comes last, after accounts
 // and exact aliases, with and without the tag. Errors: ErrInvalidAddress,
-// ErrRelayDenied (domain not served), ErrNoSuchUser, ErrAccountDisabled,
-// ErrOverQuota.
+// ErrRelayDenied (domain not served), ErrNoSuchUser, ErrAccountDisabled
+// (disabled with mail refused; a disabled account still receives mail
+// otherwise), ErrOverQuota (at or over a limit already).
 func (b *Backend) ResolveRecipient(ctx context.Context, rcpt string) (Recipient, error) {
 	addr, err := NormalizeAddress(rcpt)
 	if err != nil {
@@ -62,19 +63,13 @@ func (b *Backend) ResolveRecipient(ctx context.Context, rcpt string) (Recipient,
 		if err != nil {
 			return Recipient{}, err
 		}
-		if acct.Disabled {
+		if acct.Disabled && acct.RejectMail {
 			return Recipient{}, fmt.Errorf("%w: %s", ErrAccountDisabled, acct.Address)
 		}
-		if acct.QuotaBytes > 0 {
-			ms, err := b.store.Mailstore(acct.ID)
-			if err != nil {
-				return Recipient{}, err
-			}
-			if used, err := ms.AccountSize(); err != nil {
-				return Recipient{}, err
-			} else if used >= acct.QuotaBytes {
-				return Recipient{}, fmt.Errorf("%w: %s", ErrOverQuota, acct.Address)
-			}
+		if over, err := b.overQuota(acct); err != nil {
+			return Recipient{}, err
+		} else if over {
+			return Recipient{}, fmt.Errorf("%w: %s", ErrOverQuota, acct.Address)
 		}
 		return Recipient{Address: addr, Account: acct.Address, acct: acct}, nil
 	}
@@ -138,11 +133,12 @@ func (b *Backend) deliverTo(acct store.Account, body, parsed []byte, now time.Ti
 	if err != nil {
 		return fmt.Errorf("deliver to %s: %w", acct.Address, err)
 	}
-	res, err := ms.Append(Inbox, store.NewMessage{Body: body, Parsed: parsed, InternalDate: now}, acct.QuotaBytes)
+	quota := b.limits(acct)
+	res, err := ms.Append(Inbox, store.NewMessage{Body: body, Parsed: parsed, InternalDate: now}, quota)
 	if errors.Is(err, store.ErrNotFound) {
 		// INBOX can never be deleted; recreate it if a damaged file lacks it.
 		if _, cerr := ms.CreateMailbox(Inbox, ""); cerr == nil || errors.Is(cerr, store.ErrExists) {
-			res, err = ms.Append(Inbox, store.NewMessage{Body: body, Parsed: parsed, InternalDate: now}, acct.QuotaBytes)
+			res, err = ms.Append(Inbox, store.NewMessage{Body: body, Parsed: parsed, InternalDate: now}, quota)
 		}
 	}
 	if err != nil {

@@ -45,10 +45,10 @@ func imaptestDir(t *testing.T) string {
 			break
 		}
 	}
-	// The variable of internal/testutil.RequireInteropEnv, spelt out:
-	// testutil imports backend, so backend's tests cannot import it.
+	// testutil.RequireInteropEnv; testutil imports backend, so it cannot
+	// be imported here.
 	if os.Getenv("ROOST_REQUIRE_INTEROP") == "1" {
-		t.Fatalf("imaptest scripts not found (set ROOST_IMAPTEST) and ROOST_REQUIRE_INTEROP=1")
+		t.Fatal("imaptest scripts not found (set ROOST_IMAPTEST) and ROOST_REQUIRE_INTEROP=1")
 	}
 	t.Skip("imaptest scripts not found; set ROOST_IMAPTEST")
 	return ""

@@ -167,3 +167,44 @@ func TestParseMessageLinear(t *testing.T) {
 		})
 	}
 }
+
+func TestEnvelopeBatch(t *testing.T) {
+	msg := func(subject, to string) []byte {
+		return ParseMessage([]byte("Subject: " + subject + "\r\nTo: " + to + "\r\nReferences: <a@x> <b@x>\r\n\r\nbody")).marshal()
+	}
+	oldJSON := []byte(`{"env":{"s":"old"},"root":{"t":"text","st":"plain","hs":0,"bs":0,"en":0}}`)
+	var eb envelopeBatch
+	for round, tc := range []struct {
+		records [][]byte
+		want    []string // subjects; "" for an empty form
+	}{
+		{[][]byte{msg("one", "a@x.org, g: b@y.org;"), nil, oldJSON, []byte{binaryParsedMarker, 1}, msg("two", "c@z.org")},
+			[]string{"one", "", "old", "", "two"}},
+		// The arenas are reused: the second batch must not see the first.
+		{[][]byte{msg("three", "d@w.org")}, []string{"three"}},
+	} {
+		for _, r := range tc.records {
+			eb.add(r)
+		}
+		got := eb.decode()
+		if len(got) != len(tc.want) {
+			t.Fatalf("round %d: %d forms for %d records", round, len(got), len(tc.want))
+		}
+		for i, p := range got {
+			if p.Envelope.Subject != tc.want[i] {
+				t.Errorf("round %d record %d: subject %q, want %q", round, i, p.Envelope.Subject, tc.want[i])
+			}
+		}
+		if round == 0 {
+			if to := AddressText(got[0].Envelope.To); to != "a@x.org, g: b@y.org;" {
+				t.Errorf("addresses from the arena: %q", to)
+			}
+			if refs := got[4].Envelope.References; len(refs) != 2 || refs[1] != "b@x" {
+				t.Errorf("references from the arena: %q", refs)
+			}
+			if got[4].Envelope.To[0].Mailbox != "c" || got[0].Envelope.To[0].Mailbox != "a" {
+				t.Errorf("arena slices overlap: %+v / %+v", got[0].Envelope.To, got[4].Envelope.To)
+			}
+		}
+	}
+}

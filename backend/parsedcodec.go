@@ -31,6 +31,7 @@ package backend
 // (0/1) [envelope length, envelope], children (count, parts).
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -160,6 +161,10 @@ type decoder struct {
 	s   string
 	pos int
 	err error
+	// Arenas, if set, that address and string lists are cut from
+	// (envelopeBatch).
+	addrArena *[]Address
+	strArena  *[]string
 }
 
 func (d *decoder) fail() {
@@ -241,7 +246,14 @@ func (d *decoder) strs() []string {
 	if n == 0 {
 		return nil
 	}
-	out := make([]string, n)
+	var out []string
+	if d.strArena != nil {
+		start := len(*d.strArena)
+		*d.strArena = slices.Grow(*d.strArena, n)[:start+n]
+		out = (*d.strArena)[start : start+n : start+n]
+	} else {
+		out = make([]string, n)
+	}
 	for i := range out {
 		out[i] = d.str()
 	}
@@ -266,7 +278,14 @@ func (d *decoder) addresses() []Address {
 	if n == 0 {
 		return nil
 	}
-	out := make([]Address, n)
+	var out []Address
+	if d.addrArena != nil {
+		start := len(*d.addrArena)
+		*d.addrArena = slices.Grow(*d.addrArena, n)[:start+n]
+		out = (*d.addrArena)[start : start+n : start+n]
+	} else {
+		out = make([]Address, n)
+	}
 	for i := range out {
 		flags := d.uint()
 		out[i] = Address{GroupStart: flags&1 != 0, GroupEnd: flags&2 != 0,
@@ -282,7 +301,7 @@ func (d *decoder) envelope(env *Envelope) {
 		return
 	}
 	end := d.pos + int(n)
-	sub := decoder{s: d.s[:end], pos: d.pos}
+	sub := decoder{s: d.s[:end], pos: d.pos, addrArena: d.addrArena, strArena: d.strArena}
 	sub.envelopeBody(env)
 	if sub.err != nil || sub.pos != end {
 		d.fail()
@@ -386,14 +405,81 @@ func envelopeEnd(b []byte) int {
 func decodeHead(s string) (*decoder, *Parsed) {
 	d := &decoder{s: s}
 	p := &Parsed{}
+	decodeHeadInto(d, p)
+	return d, p
+}
+
+func decodeHeadInto(d *decoder, p *Parsed) {
+	s := d.s
 	if len(s) == 0 || s[0] != binaryParsedMarker {
 		d.fail()
-		return d, p
+		return
 	}
 	d.pos = 1
 	p.Version = int(min(d.uint(), 1<<20))
 	p.BareLF = d.offset()
 	p.Unterminated = d.bool()
 	d.envelope(&p.Envelope)
-	return d, p
+}
+
+// envelopeBatch decodes the envelopes of a batch of stored forms (SORT,
+// THREAD, address SEARCH) with a handful of allocations for the whole
+// batch instead of a dozen per message: the records' bytes are copied into
+// one string, and the Parsed values and their address and string lists
+// are cut from arenas reused from one batch to the next. So nothing
+// decoded may be kept past the next batch (keys are copied).
+type envelopeBatch struct {
+	buf    []byte
+	offs   [][2]int // each record's bytes in buf; [0] < 0: gone, -2: JSON
+	json   [][]byte // records of an older Roost, decoded the slow way
+	parsed []Parsed
+	addrs  []Address
+	strs   []string
+}
+
+// add keeps one record (raw valid only during the call; nil: gone).
+func (eb *envelopeBatch) add(raw []byte) {
+	switch {
+	case raw == nil:
+		eb.offs = append(eb.offs, [2]int{-1, 0})
+	case raw[0] == '{':
+		eb.offs = append(eb.offs, [2]int{-2, len(eb.json)})
+		eb.json = append(eb.json, bytes.Clone(raw))
+	default:
+		start := len(eb.buf)
+		eb.buf = append(eb.buf, raw[:envelopeEnd(raw)]...)
+		eb.offs = append(eb.offs, [2]int{start, len(eb.buf)})
+	}
+}
+
+// decode returns the batch's forms, in the order added: an empty form for
+// a record that is gone or damaged.
+func (eb *envelopeBatch) decode() []*Parsed {
+	s := string(eb.buf)
+	eb.parsed = slices.Grow(eb.parsed[:0], len(eb.offs))[:len(eb.offs)]
+	clear(eb.parsed)
+	eb.addrs, eb.strs = eb.addrs[:0], eb.strs[:0]
+	out := make([]*Parsed, len(eb.offs))
+	for i, o := range eb.offs {
+		p := &eb.parsed[i]
+		out[i] = p
+		switch {
+		case o[0] == -1:
+			p.Version = parsedVersion
+		case o[0] == -2:
+			if jp, err := unmarshalParsed(eb.json[o[1]]); err == nil {
+				out[i] = jp
+			} else {
+				p.Version = parsedVersion
+			}
+		default:
+			d := decoder{s: s[o[0]:o[1]], addrArena: &eb.addrs, strArena: &eb.strs}
+			decodeHeadInto(&d, p)
+			if d.err != nil {
+				*p = Parsed{Version: parsedVersion}
+			}
+		}
+	}
+	eb.buf, eb.offs, eb.json = eb.buf[:0], eb.offs[:0], eb.json[:0]
+	return out
 }

@@ -119,11 +119,12 @@ func (u *User) scan(ctx context.Context, mailboxID uint64, c *SearchCriteria, wa
 		// Every criterion reads the record alone (UNSEEN, DELETED, ...):
 		// match during the scan, keeping nothing else.
 		i := 0
+		var mc matchCtx // one for all: fn must not keep it
 		return u.Messages(mailboxID, lo, hi, func(m Message) error {
 			if i++; i%4096 == 0 && ctx.Err() != nil {
 				return ctx.Err()
 			}
-			mc := matchCtx{u: u, msg: &m}
+			mc = matchCtx{u: u, msg: &m}
 			if c == nil || mc.match(c) {
 				return fn(&mc)
 			}
@@ -131,8 +132,16 @@ func (u *User) scan(ctx context.Context, mailboxID uint64, c *SearchCriteria, wa
 		})
 	}
 	// Otherwise narrow by the record first, then load parsed forms in
-	// batches, one read transaction each.
-	var msgs []Message
+	// batches, one read transaction each. One matchCtx serves every
+	// message: fn must not keep it, nor the parsed form it holds.
+	var (
+		msgs []Message
+		eb   envelopeBatch
+		mc   matchCtx
+	)
+	if mb, err := u.ms.MailboxByID(mailboxID); err == nil {
+		msgs = make([]Message, 0, mb.Messages)
+	}
 	err := u.Messages(mailboxID, lo, hi, func(m Message) error {
 		if c != nil && n == needRecord {
 			if mc := (matchCtx{u: u, msg: &m}); !mc.match(c) {
@@ -153,7 +162,7 @@ func (u *User) scan(ctx context.Context, mailboxID uint64, c *SearchCriteria, wa
 			return err
 		}
 		batch := msgs[start:min(start+parsedBatch, len(msgs))]
-		parsed, err := u.parsedOf(batch, max(n, want) == needRaw)
+		parsed, err := u.parsedOf(batch, max(n, want) == needRaw, &eb)
 		if err != nil {
 			return err
 		}
@@ -161,7 +170,7 @@ func (u *User) scan(ctx context.Context, mailboxID uint64, c *SearchCriteria, wa
 			if n == needRaw && i%64 == 0 && ctx.Err() != nil {
 				return ctx.Err()
 			}
-			mc := matchCtx{u: u, msg: &batch[i], parsed: parsed[i]}
+			mc = matchCtx{u: u, msg: &batch[i], parsed: parsed[i]}
 			if c == nil || mc.match(c) {
 				if err := fn(&mc); err != nil {
 					return err
@@ -176,30 +185,37 @@ func (u *User) scan(ctx context.Context, mailboxID uint64, c *SearchCriteria, wa
 // full false only their envelopes (Root left zero). A message expunged
 // meanwhile gets an empty form (it matches only criteria on its record), as
 // it would have a moment earlier.
-func (u *User) parsedOf(msgs []Message, full bool) ([]*Parsed, error) {
-	decode := unmarshalEnvelope
-	if full {
-		decode = unmarshalParsed
-	}
+func (u *User) parsedOf(msgs []Message, full bool, eb *envelopeBatch) ([]*Parsed, error) {
 	blobs := make([]uint64, len(msgs))
 	for i := range msgs {
 		blobs[i] = msgs[i].BlobID
 	}
-	out := make([]*Parsed, len(msgs))
-	err := u.ms.ParsedEach(blobs, func(i int, raw []byte) error {
+	var out []*Parsed
+	if !full {
+		err := u.ms.ParsedEach(blobs, func(i int, raw []byte) error {
+			eb.add(raw)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = eb.decode()
+	} else if err := u.ms.ParsedEach(blobs, func(i int, raw []byte) error {
+		if out == nil {
+			out = make([]*Parsed, len(msgs))
+		}
 		if raw == nil {
 			out[i] = &Parsed{Version: parsedVersion}
 			return nil
 		}
-		p, err := decode(raw)
+		p, err := unmarshalParsed(raw)
 		if err != nil {
 			out[i] = &Parsed{Version: parsedVersion}
 			return nil
 		}
 		out[i] = p
 		return nil
-	})
-	if err != nil {
+	}); err != nil {
 		return nil, err
 	}
 	for i, p := range out {
@@ -239,8 +255,19 @@ type matchCtx struct {
 	// Lower-cased texts, computed on first use.
 	headerText, bodyText string
 	haveHeader, haveBody bool
-	addrText             map[string]string
+	// Address lists as search matches them, lower case, by addrField.
+	addrText [4]string
+	haveAddr [4]bool
 }
+
+// The address fields SEARCH matches (FROM, TO, CC, BCC), indexing
+// matchCtx.addrText.
+const (
+	addrFrom = iota
+	addrTo
+	addrCc
+	addrBcc
+)
 
 func (mc *matchCtx) loadRaw() []byte {
 	if !mc.loaded {
@@ -302,18 +329,9 @@ func (mc *matchCtx) match(c *SearchCriteria) bool {
 			return false
 		}
 	}
-	for _, f := range [...]struct {
-		key     string
-		needles []string
-		list    []Address
-	}{
-		{"from", c.From, mc.parsedEnv().From},
-		{"to", c.To, mc.parsedEnv().To},
-		{"cc", c.Cc, mc.parsedEnv().Cc},
-		{"bcc", c.Bcc, mc.parsedEnv().Bcc},
-	} {
-		for _, s := range f.needles {
-			if !strings.Contains(mc.addresses(f.key, f.list), strings.ToLower(s)) {
+	for field, needles := range [...][]string{addrFrom: c.From, addrTo: c.To, addrCc: c.Cc, addrBcc: c.Bcc} {
+		for _, s := range needles {
+			if !strings.Contains(mc.addresses(field), strings.ToLower(s)) {
 				return false
 			}
 		}
@@ -354,17 +372,16 @@ func (mc *matchCtx) parsedEnv() *Envelope {
 	return &mc.parsed.Envelope
 }
 
-// addresses returns an address list as search matches it, lower case.
-func (mc *matchCtx) addresses(key string, list []Address) string {
-	if s, ok := mc.addrText[key]; ok {
-		return s
+// addresses returns an address list (addrFrom...) as search matches it,
+// lower case.
+func (mc *matchCtx) addresses(field int) string {
+	if !mc.haveAddr[field] {
+		env := mc.parsedEnv()
+		list := [...][]Address{addrFrom: env.From, addrTo: env.To, addrCc: env.Cc, addrBcc: env.Bcc}[field]
+		mc.addrText[field] = strings.ToLower(AddressText(list))
+		mc.haveAddr[field] = true
 	}
-	s := strings.ToLower(AddressText(list))
-	if mc.addrText == nil {
-		mc.addrText = make(map[string]string, 4)
-	}
-	mc.addrText[key] = s
-	return s
+	return mc.addrText[field]
 }
 
 // AddressText writes an address list as a reader sees it, display names

@@ -163,18 +163,30 @@ type purger struct {
 	running bool
 	again   bool
 	// pending is a lower bound of the modseqs on the account's purge list
-	// (0: the list is empty). Opening the account emptied it.
+	// (0: the list is empty).
 	pending uint64
 }
 
+// purgerOf returns the account's purger, made on first use. A new one
+// starts with a purge of whatever the list holds: this process has no
+// session on the account yet, so nothing on the list can be addressed (a
+// restart cleans up what a crash or a busy shutdown left pending). It
+// follows the account's Mailstore if the store opened the file anew, and
+// keeps its Pins.
 func (b *Backend) purgerOf(account uint64, ms *store.Mailstore) *purger {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	pr := b.purgers[account]
-	if pr == nil || pr.ms != ms {
-		pr = &purger{b: b, ms: ms, acc: account, pins: make(map[*Pin]struct{})}
-		b.purgers[account] = pr
+	if pr != nil {
+		b.mu.Unlock()
+		pr.mu.Lock()
+		pr.ms = ms
+		pr.mu.Unlock()
+		return pr
 	}
+	pr = &purger{b: b, ms: ms, acc: account, pins: make(map[*Pin]struct{}), pending: 1}
+	b.purgers[account] = pr
+	b.mu.Unlock()
+	pr.schedule()
 	return pr
 }
 
@@ -193,18 +205,18 @@ func (pr *purger) horizon() uint64 {
 // transaction; the lock, held until it committed, makes a concurrent Pin
 // wait and then read the mailbox without them. With Pins, the bodies wait
 // on the purge list.
-func (pr *purger) expunge(mailboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
+func (pr *purger) expunge(ms *store.Mailstore, mailboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
 	pr.mu.Lock()
 	if len(pr.pins) == 0 {
 		defer pr.mu.Unlock()
-		out, err := pr.ms.ExpungeAndPurge(mailboxID, uids, requireDeleted)
+		out, err := ms.ExpungeAndPurge(mailboxID, uids, requireDeleted)
 		if err == nil && len(out) > 0 {
 			pr.pending = 0
 		}
 		return out, err
 	}
 	pr.mu.Unlock()
-	out, err := pr.ms.Expunge(mailboxID, uids, requireDeleted)
+	out, err := ms.Expunge(mailboxID, uids, requireDeleted)
 	if len(out) > 0 {
 		pr.expunged()
 	}
@@ -245,15 +257,16 @@ func (pr *purger) run() {
 		// expunges committed and cannot address their messages; expunges
 		// committed later are above the horizon.
 		pr.mu.Lock()
+		ms := pr.ms
 		h := pr.horizon()
-		now, err := pr.ms.ModSeq()
+		now, err := ms.ModSeq()
 		h = min(h, now)
 		pr.again = false
 		pr.mu.Unlock()
 		var n int
 		var pending uint64
 		if err == nil {
-			n, pending, err = pr.ms.PurgeBlobs(h)
+			n, pending, err = ms.PurgeBlobs(h)
 		}
 		pr.mu.Lock()
 		if err != nil {

@@ -314,3 +314,44 @@ func TestKeywordsListedOnMailbox(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartEmptiesPurgeList stops the backend while a session's Pin
+// holds an expunged body: after the restart no session can address it,
+// and the first use of the account deletes it.
+func TestRestartEmptiesPurgeList(t *testing.T) {
+	dir := t.TempDir()
+	b, err := New(Options{DataDir: dir, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := mustUser(t, b, "a@example.org")
+	inbox, _ := u.Mailbox(Inbox)
+	appendBody(t, u, "Subject: x\r\n\r\nx\r\n")
+	if _, err := u.Pin(); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := u.Records(inbox.ID, []uint32{1})
+	if _, err := u.Expunge(inbox.ID, []uint32{1}, false); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := u.ms.PendingPurge(); p == 0 {
+		t.Fatal("pinned body not on the purge list")
+	}
+	b.Close() // the session's Pin was never closed
+	b, err = New(Options{DataDir: dir, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	u, err = b.LookupUser(context.Background(), "a@example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.waitPurges()
+	if p, _ := u.ms.PendingPurge(); p != 0 {
+		t.Fatalf("purge list after restart: %d", p)
+	}
+	if _, err := u.ReadBody(&recs[0]); !errors.Is(err, ErrExpunged) {
+		t.Fatalf("body after restart: %v", err)
+	}
+}

@@ -54,8 +54,8 @@ func (u *User) Address() string { return u.acct.Address }
 // ID returns the account's numeric ID.
 func (u *User) ID() uint64 { return u.acct.ID }
 
-// QuotaBytes returns the account's quota (0: none).
-func (u *User) QuotaBytes() int64 { return u.acct.QuotaBytes }
+// QuotaBytes returns the account's byte quota in force (0: none).
+func (u *User) QuotaBytes() int64 { return u.b.limits(u.acct).Bytes }
 
 // UsedBytes returns the total size of the account's messages.
 func (u *User) UsedBytes() (int64, error) { return u.ms.AccountSize() }
@@ -67,9 +67,11 @@ type Quota struct {
 	UsedMessages, LimitMessages int64
 }
 
-// Quota returns the account's usage against its limits.
+// Quota returns the account's usage against its limits in force (its own,
+// or the default).
 func (u *User) Quota() (Quota, error) {
-	q := Quota{LimitBytes: u.acct.QuotaBytes, LimitMessages: u.acct.QuotaMessages}
+	l := u.limits()
+	q := Quota{LimitBytes: l.Bytes, LimitMessages: l.Messages}
 	var err error
 	if q.UsedBytes, err = u.ms.AccountSize(); err != nil {
 		return q, fmt.Errorf("quota of %s: %w", u.acct.Address, err)
@@ -82,6 +84,16 @@ func (u *User) Quota() (Quota, error) {
 		q.UsedMessages += int64(mb.Messages)
 	}
 	return q, nil
+}
+
+// limits returns the account's quota in force now: read afresh, so that a
+// change (roost user quota) applies to sessions already logged in.
+func (u *User) limits() store.Limits {
+	acct := u.acct
+	if a, err := u.b.store.Account(u.acct.Address); err == nil {
+		acct = a
+	}
+	return u.b.limits(acct)
 }
 
 // NormalizeMailboxName checks a mailbox name and returns its canonical form:
@@ -255,7 +267,7 @@ func (u *User) renameInbox(to string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := u.ms.Copy(inbox.ID, uids, dst.ID, true, 0); err != nil {
+	if _, err := u.ms.Copy(inbox.ID, uids, dst.ID, true, store.Limits{}); err != nil {
 		return err
 	}
 	u.b.bus.notify(u.acct.ID, inbox.ID, dst.ID)
@@ -304,7 +316,7 @@ func (u *User) Append(ctx context.Context, mailbox string, r io.Reader, flags []
 	u.b.inflight.Add(1)
 	defer u.b.inflight.Done()
 	parsed := ParseMessage(body).marshal()
-	res, err := u.ms.Append(n, store.NewMessage{Body: body, Parsed: parsed, Flags: flags, InternalDate: date}, u.acct.QuotaBytes)
+	res, err := u.ms.Append(n, store.NewMessage{Body: body, Parsed: parsed, Flags: flags, InternalDate: date}, u.limits())
 	if err != nil {
 		return AppendResult{}, mapStoreErr(err, n)
 	}
@@ -387,7 +399,7 @@ func (u *User) Copy(mailboxID uint64, uids []uint32, dest string, move bool) (Co
 	if err != nil {
 		return CopyResult{}, mapStoreErr(err, n)
 	}
-	res, err := u.ms.Copy(mailboxID, uids, dst.ID, move, u.acct.QuotaBytes)
+	res, err := u.ms.Copy(mailboxID, uids, dst.ID, move, u.limits())
 	if err != nil {
 		return CopyResult{}, mapStoreErr(err, n)
 	}
@@ -403,7 +415,7 @@ func (u *User) Copy(mailboxID uint64, uids []uint32, dest string, move bool) (Co
 // Bodies of the expunged messages stay readable while a session's Pin may
 // still address them (see Pin); with no Pin on the account they go at once.
 func (u *User) Expunge(mailboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
-	out, err := u.b.purgerOf(u.acct.ID, u.ms).expunge(mailboxID, uids, requireDeleted)
+	out, err := u.b.purgerOf(u.acct.ID, u.ms).expunge(u.ms, mailboxID, uids, requireDeleted)
 	if err != nil {
 		return nil, mapStoreErr(err, "")
 	}

@@ -110,6 +110,11 @@ type Options struct {
 	// disconnected (default 10). A delivered message resets the count.
 	MaxErrors int
 
+	// OverQuotaPermanent answers a recipient whose mailbox is full with
+	// "552 5.2.2" (the sender gives up and bounces) instead of the default
+	// "452 4.2.2" (the sender retries for days; the user may make room).
+	OverQuotaPermanent bool
+
 	// Submission, when set, makes this a message submission server
 	// (RFC 6409, submission.go) instead of a receiver: AUTH is required,
 	// any recipient domain is accepted, and messages go to

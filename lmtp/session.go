@@ -22,14 +22,18 @@ import (
 
 // Replies. Their text never carries an internal error: those are logged.
 var (
-	replyNeedHello     = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Send EHLO again after STARTTLS"}
-	replyNestedMail    = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Nested MAIL command: send RSET first"}
-	replyNoRcpts       = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
-	replyBadSender     = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax"}
-	replyBadRcpt       = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
-	replyRelayDenied   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relay access denied: this server does not handle mail for that domain"}
-	replyNoSuchUser    = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
-	replyDisabled      = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "Mailbox unavailable, try again later"}
+	replyNeedHello   = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Send EHLO again after STARTTLS"}
+	replyNestedMail  = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Nested MAIL command: send RSET first"}
+	replyNoRcpts     = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
+	replyBadSender   = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax"}
+	replyBadRcpt     = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+	replyRelayDenied = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relay access denied: this server does not handle mail for that domain"}
+	replyNoSuchUser  = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
+	replyDisabled    = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 2, 1}, Message: "Mailbox disabled, not accepting messages"}
+	// Over quota: temporary by default (RFC 3463 §3.3: 4.2.2, the sender
+	// retries and the user may make room), permanent with
+	// Options.OverQuotaPermanent.
+	replyOverQuotaTemp = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "Mailbox full, try again later"}
 	replyOverQuota     = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "Mailbox full"}
 	replyLocalError    = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary local error, try again later"}
 	replyBareNewline   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message contains bare CR or LF; lines must end with CRLF (RFC 5321 section 2.3.8)"}
@@ -173,7 +177,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	r, err := s.srv.be.ResolveRecipient(context.Background(), to)
 	if err != nil {
-		reply := rcptReply(err)
+		reply := s.srv.rcptReply(err)
 		if reply == replyLocalError {
 			s.w.log.Error("recipient lookup failed", "rcpt", to, "err", err)
 		} else {
@@ -187,7 +191,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-func rcptReply(err error) *smtp.SMTPError {
+func (s *Server) rcptReply(err error) *smtp.SMTPError {
 	switch {
 	case errors.Is(err, backend.ErrInvalidAddress):
 		return replyBadRcpt
@@ -198,18 +202,25 @@ func rcptReply(err error) *smtp.SMTPError {
 	case errors.Is(err, backend.ErrAccountDisabled):
 		return replyDisabled
 	case errors.Is(err, backend.ErrOverQuota):
-		return replyOverQuota
+		return s.overQuotaReply()
 	}
 	return replyLocalError
 }
 
+func (s *Server) overQuotaReply() *smtp.SMTPError {
+	if s.opts.OverQuotaPermanent {
+		return replyOverQuota
+	}
+	return replyOverQuotaTemp
+}
+
 // deliveryReply is the reply for one recipient after delivery.
-func deliveryReply(err error, queueID string) *smtp.SMTPError {
+func (s *Server) deliveryReply(err error, queueID string) *smtp.SMTPError {
 	switch {
 	case err == nil:
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + queueID}
 	case errors.Is(err, backend.ErrOverQuota):
-		return replyOverQuota
+		return s.overQuotaReply()
 	case errors.Is(err, backend.ErrTooBig):
 		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message too big"}
 	}
@@ -241,7 +252,7 @@ func (s *session) Data(r io.Reader) error {
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
 	}
 	results := t.deliver(s, &env)
-	reply := smtpReply(results, t.queueID)
+	reply := s.srv.smtpReply(results, t.queueID)
 	t.log(s, &env, results)
 	return reply
 }
@@ -251,13 +262,13 @@ func (s *session) Data(r io.Reader) error {
 // and retries (those who already got it may get it twice: a duplicate
 // rather than a loss); with only permanent failures (a mailbox that the
 // message would overfill) the permanent reply, so the sender hears of it.
-func smtpReply(results []error, queueID string) *smtp.SMTPError {
+func (s *Server) smtpReply(results []error, queueID string) *smtp.SMTPError {
 	var permanent *smtp.SMTPError
 	for _, err := range results {
 		if err == nil {
 			continue
 		}
-		reply := deliveryReply(err, queueID)
+		reply := s.deliveryReply(err, queueID)
 		if reply.Code/100 == 4 {
 			return reply
 		}
@@ -266,7 +277,7 @@ func smtpReply(results []error, queueID string) *smtp.SMTPError {
 	if permanent != nil {
 		return permanent
 	}
-	return deliveryReply(nil, queueID)
+	return s.deliveryReply(nil, queueID)
 }
 
 // LMTPData receives and delivers a message over LMTP: one reply per
@@ -284,7 +295,7 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	}
 	results := t.deliver(s, &env)
 	for i, rc := range env.rcpts {
-		status.SetStatus(rc.arg, deliveryReply(results[i], t.queueID))
+		status.SetStatus(rc.arg, s.srv.deliveryReply(results[i], t.queueID))
 	}
 	t.log(s, &env, results)
 	return nil
@@ -421,7 +432,7 @@ func (t *transfer) log(s *session, env *envelope, results []error) {
 			status[i] = "ok"
 			continue
 		}
-		reply := deliveryReply(err, "")
+		reply := s.srv.deliveryReply(err, "")
 		status[i] = fmt.Sprintf("%d %d.%d.%d", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2])
 		errs = append(errs, err.Error())
 	}

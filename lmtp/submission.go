@@ -212,7 +212,7 @@ func (s *session) submitRcpt(to string) (backend.Recipient, error) {
 	if s.srv.be.ServesDomain(domain) {
 		r, err := s.srv.be.ResolveRecipient(context.Background(), addr)
 		if err != nil {
-			reply := rcptReply(err)
+			reply := s.srv.rcptReply(err)
 			if reply == replyLocalError {
 				s.w.log.Error("recipient lookup failed", "rcpt", to, "err", err)
 			}

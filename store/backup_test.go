@@ -27,7 +27,7 @@ func TestBackupIsCompleteOrAbsent(t *testing.T) {
 	defer s.Close()
 	for _, a := range []string{"a@x.org", "b@x.org"} {
 		ms, _ := newAccount(t, s, a)
-		ms.Append("INBOX", msg(1), 0)
+		ms.Append("INBOX", msg(1), Limits{})
 	}
 	parent := t.TempDir()
 	dir := filepath.Join(parent, "bk")
@@ -77,7 +77,7 @@ func TestBackupIsCompleteOrAbsent(t *testing.T) {
 func TestVerifyBackupRefusesPartialOrAltered(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	ms, _ := newAccount(t, s, "a@x.org")
-	ms.Append("INBOX", msg(1), 0)
+	ms.Append("INBOX", msg(1), Limits{})
 	good := filepath.Join(t.TempDir(), "bk")
 	if err := s.Backup(good, nil); err != nil {
 		t.Fatal(err)
@@ -128,7 +128,7 @@ func TestRestore(t *testing.T) {
 	s := openTest(t, src)
 	ms, mb := newAccount(t, s, "a@x.org")
 	for i := 1; i <= 5; i++ {
-		ms.Append("INBOX", msg(i), 0)
+		ms.Append("INBOX", msg(i), Limits{})
 	}
 	q, err := OpenQueue(Options{Dir: src, NoSync: true})
 	if err != nil {

@@ -189,9 +189,9 @@ type AppendResult struct {
 	ModSeq      uint64
 }
 
-// Append stores msg in the mailbox called name. If quota is positive and the
-// account's total size would exceed it, Append fails with ErrOverQuota.
-func (m *Mailstore) Append(name string, msg NewMessage, quota int64) (AppendResult, error) {
+// Append stores msg in the mailbox called name. If the account's total size
+// or message count would exceed quota, Append fails with ErrOverQuota.
+func (m *Mailstore) Append(name string, msg NewMessage, quota Limits) (AppendResult, error) {
 	var res AppendResult
 	err := m.update(func(tx *atx) error {
 		mb, err := mailboxByName(tx, name)
@@ -199,8 +199,11 @@ func (m *Mailstore) Append(name string, msg NewMessage, quota int64) (AppendResu
 			return err
 		}
 		size := int64(len(msg.Body))
-		if total := addAccountSize(tx, size); quota > 0 && total > quota {
-			return fmt.Errorf("%w: %d of %d bytes", ErrOverQuota, total-size, quota)
+		if total := addAccountSize(tx, size); quota.Bytes > 0 && total > quota.Bytes {
+			return fmt.Errorf("%w: %d of %d bytes", ErrOverQuota, total-size, quota.Bytes)
+		}
+		if err := checkMessages(tx, quota, 1); err != nil {
+			return err
 		}
 		blob, err := putBlob(tx, msg.Body, msg.Parsed)
 		if err != nil {
@@ -598,7 +601,7 @@ type CopyResult struct {
 // Copy copies messages (bodies are shared, not duplicated) into dst. With
 // move set the sources are expunged in the same transaction (RFC 6851);
 // a move within one mailbox gives the messages new UIDs.
-func (m *Mailstore) Copy(src uint64, uids []uint32, dst uint64, move bool, quota int64) (CopyResult, error) {
+func (m *Mailstore) Copy(src uint64, uids []uint32, dst uint64, move bool, quota Limits) (CopyResult, error) {
 	var res CopyResult
 	err := m.update(func(tx *atx) error {
 		res = CopyResult{}
@@ -641,8 +644,15 @@ func (m *Mailstore) Copy(src uint64, uids []uint32, dst uint64, move bool, quota
 			res.SourceUIDs = append(res.SourceUIDs, uid)
 			res.DestUIDs = append(res.DestUIDs, r.UID)
 		}
-		if total := addAccountSize(tx, added); quota > 0 && added > 0 && total > quota {
-			return fmt.Errorf("%w: %d of %d bytes", ErrOverQuota, total-added, quota)
+		if total := addAccountSize(tx, added); quota.Bytes > 0 && added > 0 && total > quota.Bytes {
+			return fmt.Errorf("%w: %d of %d bytes", ErrOverQuota, total-added, quota.Bytes)
+		}
+		if !move && len(res.DestUIDs) > 0 {
+			// insert has saved the destination's counters: the copies are
+			// counted in already.
+			if err := checkMessages(tx, quota, 0); err != nil {
+				return err
+			}
 		}
 		if move {
 			if err := from.save(); err != nil {

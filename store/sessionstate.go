@@ -182,15 +182,16 @@ const accountLayout = 2
 var keyLayout = []byte("layout")
 
 // upgradeAccount brings an account written by an older Roost to the current
-// layout, and empties the purge list: it runs when the account's mail is
-// first opened, when no session can address an expunged message, so every
-// body on the list can go (a restart cleans up what a crash left pending).
-// An up-to-date account with an empty list costs one read transaction.
+// layout when its mail is opened; an up-to-date account costs one read
+// transaction. It leaves the purge list alone: the mail file may be opened
+// again while sessions can still address bodies on it, so emptying the
+// list after a restart is for the caller that knows the sessions (the
+// backend does it when it first serves the account).
 func (m *Mailstore) upgradeAccount() error {
 	current := false
 	err := m.view(func(tx *atx) error {
 		v := tx.Bucket(bucketMeta).Get(keyLayout)
-		current = v != nil && binary.BigEndian.Uint64(v) >= accountLayout && lowestPending(tx) == 0
+		current = v != nil && binary.BigEndian.Uint64(v) >= accountLayout
 		return nil
 	})
 	if err != nil || current {
@@ -198,19 +199,16 @@ func (m *Mailstore) upgradeAccount() error {
 	}
 	return m.update(func(tx *atx) error {
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keyLayout); v == nil || binary.BigEndian.Uint64(v) < accountLayout {
-			if _, err := tx.root.CreateBucketIfNotExists(bucketPurge); err != nil {
-				return err
-			}
-			if err := upgradeMailboxes(tx); err != nil {
-				return err
-			}
-			if err := meta.Put(keyLayout, u64(accountLayout)); err != nil {
-				return err
-			}
+		if v := meta.Get(keyLayout); v != nil && binary.BigEndian.Uint64(v) >= accountLayout {
+			return nil
 		}
-		_, err := purgeUpTo(tx, ^uint64(0))
-		return err
+		if _, err := tx.root.CreateBucketIfNotExists(bucketPurge); err != nil {
+			return err
+		}
+		if err := upgradeMailboxes(tx); err != nil {
+			return err
+		}
+		return meta.Put(keyLayout, u64(accountLayout))
 	})
 }
 

@@ -92,6 +92,19 @@ type Account struct {
 	// QuotaMessages caps the number of messages over all mailboxes (0: none).
 	QuotaMessages int64 `json:"quota_messages,omitempty"`
 	Disabled      bool  `json:"disabled,omitempty"`
+	// RejectMail, with Disabled, refuses mail for the account too.
+	RejectMail   bool          `json:"reject_mail,omitempty"`
+	AppPasswords []AppPassword `json:"app_passwords,omitempty"`
+}
+
+// AppPassword is a password for one mail app, usable instead of the
+// account's own and revocable alone. ID is the public prefix of the
+// password, so a login checks one hash, not all of them.
+type AppPassword struct {
+	ID      string    `json:"id"`
+	Label   string    `json:"label"`
+	Hash    string    `json:"hash"`
+	Created time.Time `json:"created"`
 }
 
 var (

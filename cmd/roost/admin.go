@@ -30,15 +30,19 @@ type admin struct {
 	outbound *outbound.Engine
 	// status lists the running server's listeners; nil in direct mode.
 	status func() []string
+	// maxMessageBytes is the backend's message size limit (imports).
+	maxMessageBytes int64
 }
 
 // do executes req. Errors become one-line messages in the response.
 func (a *admin) do(ctx context.Context, req request) response {
-	lines, err := a.exec(ctx, req)
+	var resp response
+	lines, err := a.exec(ctx, withResponse(req, &resp))
 	if err != nil {
 		return response{Error: oneLine(err.Error())}
 	}
-	return response{OK: true, Lines: lines}
+	resp.OK, resp.Lines = true, lines
+	return resp
 }
 
 func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
@@ -46,6 +50,9 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 		opPing: 0, opStatus: 0, opUserAdd: 1, opUserPasswd: 1, opUserDel: 1, opUserList: 0,
 		opAliasAdd: 2, opAliasDel: 1, opAliasList: 0, opBackup: 1,
 		opQueueList: 0, opQueueShow: 1, opQueueRetry: 1, opQueueDelete: 1,
+	}
+	for op, n := range moreOps {
+		want[op] = n
 	}
 	n, ok := want[req.Op]
 	if !ok {
@@ -80,22 +87,7 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 		err := wrapAdmin("user del", req.Args[0], b.DeleteUser(ctx, req.Args[0]))
 		return a.done(err, "deleted %s and its mail from %s", req.Args[0], a.dataDir)
 	case opUserList:
-		users, err := b.Users(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("user list: %w", err)
-		}
-		lines := make([]string, 0, len(users))
-		for _, u := range users {
-			line := u.Address + "\tcreated=" + u.Created.UTC().Format(time.RFC3339)
-			if u.QuotaBytes > 0 {
-				line += fmt.Sprintf("\tquota=%d", u.QuotaBytes)
-			}
-			if u.Disabled {
-				line += "\tdisabled"
-			}
-			lines = append(lines, line)
-		}
-		return lines, nil
+		return a.userList(ctx)
 	case opAliasAdd:
 		alias, target := req.Args[0], req.Args[1]
 		err := b.AddAlias(ctx, alias, target)
@@ -122,6 +114,8 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 			lines = append(lines, al[0]+"\t"+al[1])
 		}
 		return lines, nil
+	default:
+		return a.execMore(ctx, req)
 	case opBackup:
 		dir := req.Args[0]
 		if err := a.checkBackupDir(dir); err != nil {
@@ -134,7 +128,6 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 	case opQueueList, opQueueShow, opQueueRetry, opQueueDelete:
 		return queueOp(ctx, b, a.outbound, req.Op, req.Args)
 	}
-	return nil, fmt.Errorf("unknown operation %q", req.Op)
 }
 
 // done is the answer of a command that changes the store: on success one
@@ -155,7 +148,8 @@ func wrapAdmin(cmd, addr string, err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, backend.ErrInvalidAddress), errors.Is(err, backend.ErrNoSuchUser),
-		errors.Is(err, backend.ErrEmptyPassword):
+		errors.Is(err, backend.ErrEmptyPassword), errors.Is(err, backend.ErrNoAppPassword),
+		errors.Is(err, backend.ErrAppPasswordExists):
 		return err
 	}
 	return fmt.Errorf("%s %s: %w", cmd, addr, err)
@@ -192,7 +186,7 @@ func runAdmin(ctx context.Context, cfg *Config, req request, env cliEnv) error {
 	sock := controlSocketPath(cfg.DataDir)
 	resp, err := callControl(ctx, sock, req)
 	switch {
-	case errors.Is(err, errNoServer) && req.Op == opStatus:
+	case errors.Is(err, errNoServer) && req.Op == opStatus && len(req.Args) == 0:
 		return fmt.Errorf("roost is not running on data_dir %s (no server answers on %s)", cfg.DataDir, sock)
 	case errors.Is(err, errNoServer):
 		resp, err = runDirect(ctx, cfg, req)
@@ -219,6 +213,12 @@ func runAdmin(ctx context.Context, cfg *Config, req request, env cliEnv) error {
 // needed, and makes a backup directory absolute.
 func prepareRequest(req *request, env cliEnv) error {
 	switch req.Op {
+	case opUserQuota, opUserDisable, opUserEnable, opUserStatus, opAppPasswordAdd, opAppPasswordList, opAppPasswordDel:
+		n, err := backend.NormalizeAddress(req.Args[0])
+		if err != nil {
+			return err
+		}
+		req.Args[0] = n
 	case opUserAdd, opUserPasswd, opUserDel, opAliasAdd, opAliasDel:
 		for i, a := range req.Args {
 			n, err := backend.NormalizeAddress(a)
@@ -249,27 +249,12 @@ func prepareRequest(req *request, env cliEnv) error {
 // another directory than the server would otherwise make a second, empty
 // store and change that one (only `roost serve` and `roost init` create).
 func runDirect(ctx context.Context, cfg *Config, req request) (response, error) {
-	b, err := backend.New(backend.Options{
-		DataDir:         cfg.DataDir,
-		Shards:          cfg.Shards,
-		Hostname:        cfg.Hostname,
-		MaxMessageBytes: backendMaxMessageBytes(cfg),
-		MustExist:       true,
-		Logger:          slog.New(slog.DiscardHandler),
-	})
-	if errors.Is(err, backend.ErrNoStore) {
-		return response{}, noStoreError(cfg)
-	}
-	if errors.Is(err, store.ErrLocked) {
-		return response{}, fmt.Errorf("the store in %s is in use by another process (is roost serve running?), but no server answers on its control socket %s",
-			cfg.DataDir, controlSocketPath(cfg.DataDir))
-	}
+	a, err := openDirect(cfg)
 	if err != nil {
-		return response{}, fmt.Errorf("open store: %w", err)
+		return response{}, err
 	}
-	a := &admin{b: b, dataDir: cfg.DataDir}
 	resp := a.do(ctx, req)
-	if err := b.Close(); err != nil && resp.OK {
+	if err := a.b.Close(); err != nil && resp.OK {
 		return response{}, fmt.Errorf("close store: %w", err)
 	}
 	return resp, nil
@@ -374,6 +359,24 @@ func checkStore(ctx context.Context, cfg *Config, dir string) error {
 		}
 	}
 	return nil
+}
+
+// openDirect opens the store for admin requests when no server runs.
+func openDirect(cfg *Config) (*admin, error) {
+	opts := backendOptions(cfg, slog.New(slog.DiscardHandler))
+	opts.MustExist = true
+	b, err := backend.New(opts)
+	if errors.Is(err, backend.ErrNoStore) {
+		return nil, noStoreError(cfg)
+	}
+	if errors.Is(err, store.ErrLocked) {
+		return nil, fmt.Errorf("the store in %s is in use by another process (is roost serve running?), but no server answers on its control socket %s",
+			cfg.DataDir, controlSocketPath(cfg.DataDir))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return &admin{b: b, dataDir: cfg.DataDir, maxMessageBytes: backendMaxMessageBytes(cfg)}, nil
 }
 
 // maxPasswordBytes bounds a password read from stdin.

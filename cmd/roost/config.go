@@ -62,6 +62,43 @@ type Config struct {
 	TLS        TLSConfig        `koanf:"tls"`
 	Auth       AuthConfig       `koanf:"auth"`
 	Autoconfig AutoconfigConfig `koanf:"autoconfig"`
+	Accounts   AccountsConfig   `koanf:"accounts"`
+	Retention  RetentionConfig  `koanf:"retention"`
+}
+
+// AccountsConfig is [accounts].
+type AccountsConfig struct {
+	// DefaultQuota is the quota in bytes of accounts without one of their
+	// own (roost user quota); 0: none.
+	DefaultQuota int64 `koanf:"default_quota" min:"0"`
+	// DefaultQuotaMessages is the same for the number of messages.
+	DefaultQuotaMessages int64 `koanf:"default_quota_messages" min:"0"`
+	// OverQuota is how SMTP and LMTP refuse a full mailbox: "defer"
+	// (452 4.2.2, the sender retries) or "reject" (552 5.2.2, it bounces).
+	OverQuota string `koanf:"over_quota" oneof:"defer,reject"`
+}
+
+// RetentionConfig is [retention]: how long messages stay in the mailboxes
+// of each special use before they are expunged; "0s" keeps them.
+type RetentionConfig struct {
+	Trash    time.Duration `koanf:"trash" min:"0"`
+	Junk     time.Duration `koanf:"junk" min:"0"`
+	Sent     time.Duration `koanf:"sent" min:"0"`
+	Drafts   time.Duration `koanf:"drafts" min:"0"`
+	Archive  time.Duration `koanf:"archive" min:"0"`
+	Interval time.Duration `koanf:"interval"`
+}
+
+// policy maps the config onto special-use attributes.
+func (r RetentionConfig) policy() backend.RetentionPolicy {
+	p := backend.RetentionPolicy{}
+	for use, d := range map[string]time.Duration{`\Trash`: r.Trash, `\Junk`: r.Junk, `\Sent`: r.Sent,
+		`\Drafts`: r.Drafts, `\Archive`: r.Archive} {
+		if d > 0 {
+			p[use] = d
+		}
+	}
+	return p
 }
 
 // LogConfig is [log].
@@ -303,6 +340,12 @@ func defaultConfig() Config {
 			SubmissionsPort: 465,
 			DisplayName:     "Roost",
 		},
+		Accounts: AccountsConfig{OverQuota: "defer"},
+		Retention: RetentionConfig{
+			Trash:    30 * 24 * time.Hour,
+			Junk:     30 * 24 * time.Hour,
+			Interval: time.Hour,
+		},
 	}
 }
 
@@ -522,9 +565,9 @@ func setField(f configField, raw any) error {
 		if !ok {
 			return fmt.Errorf("want a duration in quotes such as \"5m\" or \"30s\", got %v", raw)
 		}
-		d, err := time.ParseDuration(strings.TrimSpace(s))
+		d, err := parseDuration(s)
 		if err != nil {
-			return fmt.Errorf("invalid duration %q (want e.g. \"5m\", \"30s\", \"1h30m\")", s)
+			return fmt.Errorf("invalid duration %q (want e.g. \"5m\", \"30s\", \"1h30m\", \"30d\")", s)
 		}
 		if err := checkMin(f, int64(d)); err != nil {
 			return err
@@ -587,6 +630,20 @@ func setField(f configField, raw any) error {
 		return fmt.Errorf("internal error: unsupported type %s", v.Type())
 	}
 	return nil
+}
+
+// parseDuration reads a Go duration, or a whole number of days ("30d"),
+// which is how retention periods are written.
+func parseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseInt(days, 10, 64)
+		if err != nil || n < 0 || n > 100*365 {
+			return 0, fmt.Errorf("bad number of days %q", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
 }
 
 // checkMin enforces the field's least value (min tag, default 1).

@@ -55,7 +55,9 @@ func frontEnds(d deps) ([]endpoint, error) {
 			MaxRecipients:    c.MaxRecipients,
 			MaxLineLength:    c.MaxLineLength,
 			MaxErrors:        c.MaxErrors,
-			Logger:           d.log.With("service", service),
+			// [accounts] over_quota: "defer" (452 4.2.2) or "reject" (552 5.2.2).
+			OverQuotaPermanent: cfg.Accounts.OverQuota == "reject",
+			Logger:             d.log.With("service", service),
 		}
 		if !isLMTP {
 			o.TLSConfig = d.tls // STARTTLS (RFC 3207); LMTP never offers it

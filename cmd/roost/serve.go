@@ -119,26 +119,21 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		loginCacheTTL = -1 // "0s" in the config turns the cache off
 	}
 	m := newMetrics()
-	b, err := backend.New(backend.Options{
-		DataDir:         cfg.DataDir,
-		Shards:          cfg.Shards,
-		Hostname:        cfg.Hostname,
-		MaxMessageBytes: backendMaxMessageBytes(cfg),
-		LoginCacheTTL:   loginCacheTTL,
-		Limiter: m.loginLimiter(backend.NewAuthLimiter(backend.AuthLimiterOptions{
-			MaxFailures:          cfg.Auth.MaxFailures,
-			Window:               cfg.Auth.FailureWindow,
-			Lockout:              cfg.Auth.Lockout,
-			Delay:                cfg.Auth.Delay,
-			MaxDelay:             cfg.Auth.MaxDelay,
-			AccountLockAddresses: cfg.Auth.AccountLockAddresses,
-			IPv6Prefix:           cfg.Auth.IPv6Prefix,
-			KnownGoodTTL:         cfg.Auth.KnownGoodTTL,
-			MaxTracked:           cfg.Auth.MaxTracked,
-		})),
-		OnDeliver: m.onDeliver,
-		Logger:    log,
-	})
+	bopts := backendOptions(cfg, log)
+	bopts.LoginCacheTTL = loginCacheTTL
+	bopts.Limiter = m.loginLimiter(backend.NewAuthLimiter(backend.AuthLimiterOptions{
+		MaxFailures:          cfg.Auth.MaxFailures,
+		Window:               cfg.Auth.FailureWindow,
+		Lockout:              cfg.Auth.Lockout,
+		Delay:                cfg.Auth.Delay,
+		MaxDelay:             cfg.Auth.MaxDelay,
+		AccountLockAddresses: cfg.Auth.AccountLockAddresses,
+		IPv6Prefix:           cfg.Auth.IPv6Prefix,
+		KnownGoodTTL:         cfg.Auth.KnownGoodTTL,
+		MaxTracked:           cfg.Auth.MaxTracked,
+	}))
+	bopts.OnDeliver = m.onDeliver
+	b, err := backend.New(bopts)
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("the store in %s is in use by another process: is another roost serve running with this data_dir?", cfg.DataDir)
 	}
@@ -219,10 +214,18 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		}
 		return append(lines, "tls_fingerprint\t"+cm.Fingerprint())
 	}
-	ctl, err := startControl(controlSocketPath(cfg.DataDir), &admin{b: b, dataDir: cfg.DataDir, status: status, outbound: eng}, log)
+	ctl, err := startControl(controlSocketPath(cfg.DataDir), &admin{b: b, dataDir: cfg.DataDir, status: status, outbound: eng,
+		maxMessageBytes: backendMaxMessageBytes(cfg)}, log)
 	if err != nil {
 		return fail(err)
 	}
+	// Retention ([retention]) runs in the background until shutdown.
+	retentionCtx, stopRetention := context.WithCancel(context.Background())
+	retentionDone := make(chan struct{})
+	go func() {
+		defer close(retentionDone)
+		b.RunRetention(retentionCtx, cfg.Retention.policy(), cfg.Retention.Interval)
+	}()
 
 	// Serve. A server that stops on its own (not after Shutdown) is fatal.
 	errc := make(chan error, len(bound)+2)
@@ -355,6 +358,8 @@ wait:
 			}
 		}
 	}
+	stopRetention()
+	<-retentionDone
 	if err := b.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close store: %w", err))
 	}
