@@ -124,7 +124,7 @@ func TestParsedFormOfOlderRoost(t *testing.T) {
 	if _, err := unmarshalParsed([]byte(old)); err != nil {
 		t.Fatalf("old form does not decode: %v", err)
 	}
-	if _, err := u.ms.Append(Inbox, store.NewMessage{Body: []byte(raw), Parsed: []byte(old), InternalDate: time.Now()}, 0); err != nil {
+	if _, err := u.ms.Append(Inbox, store.NewMessage{Body: []byte(raw), Parsed: []byte(old), InternalDate: time.Now()}, store.Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	mb, _ := u.Mailbox(Inbox)

@@ -18,7 +18,7 @@ func TestKeywordsInUse(t *testing.T) {
 		return func(ms *Mailstore, inbox, other Mailbox) error {
 			m := msg(1)
 			m.Flags = flags
-			_, err := ms.Append("INBOX", m, 0)
+			_, err := ms.Append("INBOX", m, Limits{})
 			return err
 		}
 	}
@@ -49,19 +49,19 @@ func TestKeywordsInUse(t *testing.T) {
 			{func(ms *Mailstore, inbox, other Mailbox) error {
 				m := msg(1)
 				m.Flags = []string{"fromother"}
-				if _, err := ms.Append("Other", m, 0); err != nil {
+				if _, err := ms.Append("Other", m, Limits{}); err != nil {
 					return err
 				}
-				_, err := ms.Copy(other.ID, []uint32{1}, inbox.ID, false, 0)
+				_, err := ms.Copy(other.ID, []uint32{1}, inbox.ID, false, Limits{})
 				return err
 			}, []string{"fromother"}},
 			{func(ms *Mailstore, inbox, other Mailbox) error {
 				m := msg(2)
 				m.Flags = []string{"moved"}
-				if _, err := ms.Append("Other", m, 0); err != nil {
+				if _, err := ms.Append("Other", m, Limits{}); err != nil {
 					return err
 				}
-				_, err := ms.Copy(other.ID, []uint32{2}, inbox.ID, true, 0)
+				_, err := ms.Copy(other.ID, []uint32{2}, inbox.ID, true, Limits{})
 				return err
 			}, []string{"fromother", "moved"}},
 		}},
@@ -96,7 +96,7 @@ func TestClaimRecent(t *testing.T) {
 	ms, mb := newAccount(t, s, "a@x.org")
 	appendN := func(n int) {
 		for i := 0; i < n; i++ {
-			if _, err := ms.Append("INBOX", msg(i), 0); err != nil {
+			if _, err := ms.Append("INBOX", msg(i), Limits{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -144,7 +144,7 @@ func TestClaimRecent(t *testing.T) {
 		t.Fatalf("claim of new messages = %v, want [4,6)", got)
 	}
 	// Copies into the mailbox are new messages, recent again (RFC 3501 §6.4.7).
-	if _, err := ms.Copy(mb.ID, []uint32{1}, mb.ID, false, 0); err != nil {
+	if _, err := ms.Copy(mb.ID, []uint32{1}, mb.ID, false, Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := claimOf(); got != (claim{6, 7}) {
@@ -164,7 +164,7 @@ func TestClaimRecentConcurrent(t *testing.T) {
 		go func() {
 			<-start
 			for r := 0; r < rounds; r++ {
-				if _, err := ms.Append("INBOX", msg(r), 0); err != nil {
+				if _, err := ms.Append("INBOX", msg(r), Limits{}); err != nil {
 					errs <- err
 					return
 				}
@@ -215,13 +215,13 @@ func TestPurgeList(t *testing.T) {
 		return v
 	}
 	for i := 1; i <= 3; i++ {
-		if _, err := ms.Append("INBOX", msg(i), 0); err != nil {
+		if _, err := ms.Append("INBOX", msg(i), Limits{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	recs, _ := ms.MessagesByUID(mb.ID, []uint32{1, 2, 3})
 	// Message 1 is copied: expunging the original leaves its body in use.
-	if _, err := ms.Copy(mb.ID, []uint32{1}, other.ID, false, 0); err != nil {
+	if _, err := ms.Copy(mb.ID, []uint32{1}, other.ID, false, Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ms.Expunge(mb.ID, []uint32{1}, false); err != nil {
@@ -292,7 +292,7 @@ func TestPurgeList(t *testing.T) {
 	checkCounters(t, ms, mb.ID)
 	// ExpungeAndPurge deletes the bodies in the same transaction, and
 	// whatever else was pending.
-	if _, err := ms.Append("INBOX", msg(4), 0); err != nil {
+	if _, err := ms.Append("INBOX", msg(4), Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ms.Expunge(mb.ID, []uint32{4}, false); err != nil {
@@ -322,7 +322,7 @@ func TestUpgradeAccount(t *testing.T) {
 	for i, flags := range [][]string{{"one", `\Seen`}, nil, {"two", "ONE"}} {
 		m := msg(i)
 		m.Flags = flags
-		if _, err := ms.Append("INBOX", m, 0); err != nil {
+		if _, err := ms.Append("INBOX", m, Limits{}); err != nil {
 			t.Fatal(err)
 		}
 	}
