@@ -89,8 +89,8 @@ type journal struct {
 	// onRotate, if set, is called (on the writer's goroutine, so it must
 	// not wait for the journal) when a new segment has begun.
 	onRotate func()
-	quit chan struct{}
-	done chan struct{}
+	quit     chan struct{}
+	done     chan struct{}
 
 	// segMax is the segment size (walSegmentSize; smaller in tests).
 	segMax int64
