@@ -160,20 +160,24 @@ func (w *AccountWatcher) Close() {
 	}
 }
 
-// add records one change under w.mu: a mailbox's kinds (ev nil) or an
-// event.
-func (w *AccountWatcher) add(mailbox uint64, kind ChangeKind, ev *MailboxEvent) {
+// mailboxChange is what one commit did to one mailbox.
+type mailboxChange struct {
+	mailbox uint64
+	kind    ChangeKind
+}
+
+// add records what one commit did, at once: a Take sees all of it or none.
+func (w *AccountWatcher) add(changes []mailboxChange, evs []MailboxEvent) {
 	w.mu.Lock()
 	p := &w.pending
 	if !p.Overflow {
-		if ev != nil {
-			p.Events = append(p.Events, *ev)
-		} else {
+		for _, c := range changes {
 			if p.Mailboxes == nil {
 				p.Mailboxes = make(map[uint64]ChangeKind)
 			}
-			p.Mailboxes[mailbox] |= kind
+			p.Mailboxes[c.mailbox] |= c.kind
 		}
+		p.Events = append(p.Events, evs...)
 		if w.limit > 0 && len(p.Mailboxes)+len(p.Events) > w.limit {
 			*p = AccountChanges{Overflow: true}
 		}
@@ -198,34 +202,42 @@ func (b *bus) watchAccount(account uint64, limit int) *AccountWatcher {
 	return w
 }
 
-// notify wakes the watchers of mailboxes after a commit that made changes
-// of kind there (kind 0: the mailbox's watchers only, e.g. it was deleted).
-func (b *bus) notify(account uint64, kind ChangeKind, mailboxes ...uint64) {
+// publish tells the watchers what one commit did: to mailboxes (a kind 0
+// wakes the mailbox's watchers only, e.g. it was deleted) and to the
+// mailbox list or the subscriptions.
+func (b *bus) publish(account uint64, changes []mailboxChange, evs []MailboxEvent) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, mb := range mailboxes {
-		for w := range b.watchers[mailboxKey{account, mb}] {
+	told := changes[:0:0]
+	for _, c := range changes {
+		for w := range b.watchers[mailboxKey{account, c.mailbox}] {
 			select {
 			case w.c <- struct{}{}:
 			default:
 			}
 		}
-		if kind != 0 {
-			for w := range b.accounts[account] {
-				w.add(mb, kind, nil)
-			}
+		if c.kind != 0 {
+			told = append(told, c)
 		}
 	}
+	if len(told) == 0 && len(evs) == 0 {
+		return
+	}
+	for w := range b.accounts[account] {
+		w.add(told, evs)
+	}
+}
+
+// notify tells the watchers of mailboxes of a commit that made changes of
+// kind there.
+func (b *bus) notify(account uint64, kind ChangeKind, mailboxes ...uint64) {
+	changes := make([]mailboxChange, len(mailboxes))
+	for i, mb := range mailboxes {
+		changes[i] = mailboxChange{mb, kind}
+	}
+	b.publish(account, changes, nil)
 }
 
 // event tells the account's watchers of changes of the mailbox list or the
 // subscriptions, after they have committed.
-func (b *bus) event(account uint64, evs ...MailboxEvent) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for w := range b.accounts[account] {
-		for i := range evs {
-			w.add(0, 0, &evs[i])
-		}
-	}
-}
+func (b *bus) event(account uint64, evs ...MailboxEvent) { b.publish(account, nil, evs) }

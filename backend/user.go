@@ -193,8 +193,7 @@ func (u *User) DeleteMailbox(name string) error {
 		return mapStoreErr(err, n)
 	}
 	u.b.purgerOf(u.acct.ID, u.ms).expunged()
-	u.b.bus.notify(u.acct.ID, 0, mb.ID)
-	u.b.bus.event(u.acct.ID, MailboxEvent{Kind: MailboxDeleted, Name: n})
+	u.b.bus.publish(u.acct.ID, []mailboxChange{{mb.ID, 0}}, []MailboxEvent{{Kind: MailboxDeleted, Name: n}})
 	return nil
 }
 
@@ -270,16 +269,18 @@ func (u *User) renameInbox(to string) error {
 	if err != nil {
 		return mapStoreErr(err, to)
 	}
-	u.b.bus.event(u.acct.ID, MailboxEvent{Kind: MailboxCreated, Name: to})
+	created := []MailboxEvent{{Kind: MailboxCreated, Name: to}}
 	uids, err := u.ms.UIDs(inbox.ID)
+	if err == nil {
+		_, err = u.ms.Copy(inbox.ID, uids, dst.ID, true, store.Limits{})
+	}
 	if err != nil {
+		u.b.bus.event(u.acct.ID, created...)
 		return err
 	}
-	if _, err := u.ms.Copy(inbox.ID, uids, dst.ID, true, store.Limits{}); err != nil {
-		return err
-	}
-	u.b.bus.notify(u.acct.ID, ChangeExpunge, inbox.ID)
-	u.b.bus.notify(u.acct.ID, ChangeNew, dst.ID)
+	// One publication: a watcher sees the new mailbox with INBOX's
+	// messages in it, never half of the move.
+	u.b.bus.publish(u.acct.ID, []mailboxChange{{inbox.ID, ChangeExpunge}, {dst.ID, ChangeNew}}, created)
 	return nil
 }
 
@@ -422,13 +423,11 @@ func (u *User) Copy(mailboxID uint64, uids []uint32, dest string, move bool) (Co
 		return CopyResult{}, mapStoreErr(err, n)
 	}
 	if len(res.DestUIDs) > 0 {
+		var src ChangeKind // a copy changes nothing in its source
 		if move {
-			u.b.bus.notify(u.acct.ID, ChangeExpunge, mailboxID)
+			src = ChangeExpunge
 		}
-		if !move {
-			u.b.bus.notify(u.acct.ID, 0, mailboxID)
-		}
-		u.b.bus.notify(u.acct.ID, ChangeNew, dst.ID)
+		u.b.bus.publish(u.acct.ID, []mailboxChange{{mailboxID, src}, {dst.ID, ChangeNew}}, nil)
 	}
 	return res, nil
 }

@@ -300,9 +300,13 @@ func cmdIdle(s *session, p *parser) error {
 		if err := s.syncForce(true, true); err != nil {
 			return err
 		}
-		if err := c.out.flush(); err != nil {
-			return err
-		}
+	}
+	// With NOTIFY, IDLE sends what NOTIFY asked for (RFC 5465 §4).
+	if err := s.notifyOthers(); err != nil {
+		return err
+	}
+	if err := c.out.flush(); err != nil {
+		return err
 	}
 	done := make(chan lineResult, 1)
 	s.idleRead = done
@@ -317,6 +321,10 @@ func cmdIdle(s *session, p *parser) error {
 		watch = s.sel.watch.C()
 	}
 	for {
+		var others <-chan struct{}
+		if s.notify != nil && s.notify.watch != nil {
+			others = s.notify.watch.C()
+		}
 		select {
 		case r := <-done:
 			s.idleRead = nil
@@ -334,6 +342,13 @@ func cmdIdle(s *session, p *parser) error {
 			return okf("", "IDLE terminated")
 		case <-watch:
 			if err := s.syncForce(true, true); err != nil {
+				return err
+			}
+			if err := c.out.flush(); err != nil {
+				return err
+			}
+		case <-others:
+			if err := s.notifyOthers(); err != nil {
 				return err
 			}
 			if err := c.out.flush(); err != nil {

@@ -18,6 +18,10 @@
 // on the backend's change bus (backend.User.Watch), and turns the mailbox's
 // change log (backend.User.ChangesSince) into EXISTS, FETCH FLAGS and
 // EXPUNGE (or VANISHED) responses, pushed at once to a client in IDLE.
+// A session that asks for NOTIFY (RFC 5465, notify.go) also watches the
+// whole account (backend.User.WatchAccount) and is told, between commands
+// too, of other mailboxes' changes (STATUS) and of mailbox and
+// subscription changes (LIST).
 //
 // Bad input gets BAD and the connection stays open (until max_bad_commands
 // in a row); a literal over a limit is refused before it is read and, if
@@ -90,6 +94,13 @@ type Options struct {
 	// behind gets "* BYE" and is closed (the client resynchronises on
 	// reconnect) rather than growing without bound. Default 10000.
 	MaxPendingUpdates int
+	// MaxPendingNotifications caps what one NOTIFY session (RFC 5465) may
+	// have gathered and not yet sent: changed mailboxes plus mailbox-list
+	// and subscription events. A session that falls further behind (it
+	// is busy with a long command, or its client does not read) gets
+	// "* OK [NOTIFICATIONOVERFLOW]" and its notifications are turned off
+	// (RFC 5465 §5.8). Default 1000.
+	MaxPendingNotifications int
 	// MaxLineLength caps a command in octets: its lines and the literals
 	// other than APPEND's message data. A longer one gets BAD (its literals
 	// are drained, never run) and the connection goes on. RFC 9051 §4 asks
@@ -118,17 +129,18 @@ type Options struct {
 
 // Defaults.
 const (
-	DefaultMaxConns          = 1000
-	DefaultMaxConnsPerIP     = 50
-	DefaultHandshakeTimeout  = 30 * time.Second
-	DefaultLoginTimeout      = 60 * time.Second
-	DefaultIdleTimeout       = 30 * time.Minute
-	DefaultAuthFailureDelay  = 2 * time.Second
-	DefaultMaxPendingUpdates = 10000
-	DefaultMaxLineLength     = 65536
-	MaxMaxLineLength         = 1 << 20
-	DefaultMaxBadCommands    = 20
-	DefaultCommandTimeout    = 60 * time.Second
+	DefaultMaxConns                = 1000
+	DefaultMaxConnsPerIP           = 50
+	DefaultHandshakeTimeout        = 30 * time.Second
+	DefaultLoginTimeout            = 60 * time.Second
+	DefaultIdleTimeout             = 30 * time.Minute
+	DefaultAuthFailureDelay        = 2 * time.Second
+	DefaultMaxPendingUpdates       = 10000
+	DefaultMaxPendingNotifications = 1000
+	DefaultMaxLineLength           = 65536
+	MaxMaxLineLength               = 1 << 20
+	DefaultMaxBadCommands          = 20
+	DefaultCommandTimeout          = 60 * time.Second
 )
 
 // Server is an IMAP server. It is safe for concurrent use.
@@ -180,6 +192,9 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxPendingUpdates <= 0 {
 		opts.MaxPendingUpdates = DefaultMaxPendingUpdates
 	}
+	if opts.MaxPendingNotifications <= 0 {
+		opts.MaxPendingNotifications = DefaultMaxPendingNotifications
+	}
 	if opts.MaxLineLength <= 0 {
 		opts.MaxLineLength = DefaultMaxLineLength
 	}
@@ -200,7 +215,7 @@ func New(opts Options) (*Server, error) {
 		extraCaps: []string{
 			"CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
 			"SORT", "SORT=DISPLAY", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "ESORT", "PARTIAL", "CONTEXT=SEARCH", "CONTEXT=SORT",
-			"MULTIAPPEND", "CATENATE",
+			"MULTIAPPEND", "CATENATE", "NOTIFY",
 		},
 		conns:      lifecycle.New[*conn](),
 		tlsRejects: make(chan struct{}, 16),

@@ -52,6 +52,7 @@ type session struct {
 	goneStop chan struct{}
 	idleRead chan lineResult // an IDLE's reader, still reading
 	contexts []*searchContext
+	notify   *notifyState // RFC 5465; nil until NOTIFY
 }
 
 func newSession(c *conn) *session {
@@ -94,6 +95,14 @@ func (s *session) end() {
 		s.c.raw.Close()
 		<-s.idleRead
 		s.idleRead = nil
+	}
+	if n := s.notify; n != nil {
+		if n.reader != nil {
+			s.c.raw.Close()
+			<-n.reader
+			n.reader = nil
+		}
+		n.off()
 	}
 	if s.sel != nil {
 		s.sel.close()
@@ -144,7 +153,7 @@ func (s *session) serveCommand() error {
 	// Wait for the first byte as "waiting for a command"; the rest of the
 	// line is bounded by command_timeout.
 	if len(c.in.buffered()) == 0 {
-		if err := c.in.fill(); err != nil {
+		if err := s.waitCommand(); err != nil {
 			return s.readFailed(err)
 		}
 	}
@@ -310,6 +319,13 @@ func (s *session) finish(p *parser, tag string, err error, noExpunge bool) error
 		}
 		if len(s.contexts) > 0 {
 			s.updateContexts()
+		}
+	}
+	if s.notify != nil {
+		// Other mailboxes' notifications (RFC 5465): STATUS and LIST may
+		// come with any command.
+		if err := s.notifyOthers(); err != nil {
+			return err
 		}
 	}
 	s.c.writeStatus(tag, st)
