@@ -34,8 +34,9 @@ import (
 //     (RFC 5465 §6); new messages and flag changes go out at once.
 //   - A SELECTED group without FlagChange: other sessions' flag changes in
 //     the selected mailbox are not reported.
-//   - The session's own changes to other mailboxes are notified too (a
-//     COPY's target gets its STATUS), as any other session's are.
+//   - The session's own changes are notified as any other session's: a
+//     COPY's target gets its STATUS, a CREATE its LIST (before the tagged
+//     OK). The selected mailbox's own changes are answered as before.
 //   - STATUS carries what the RFC asks for each event (§3 for the initial
 //     one with SET STATUS, §5.1-5.3 afterwards) and UNSEEN, which clients
 //     show; HIGHESTMODSEQ with FlagChange (Roost has CONDSTORE) or once

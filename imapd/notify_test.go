@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/roostmail/roost/backend"
 )
 
 // expect reads len(want) lines and checks each.
@@ -238,6 +236,8 @@ func TestNotifyWithoutSelectedGroup(t *testing.T) {
 	// The delivery to the selected mailbox came first but is not pushed.
 	a.expect("mailbox event only", `* LIST () "/" "Later"`)
 	a.expectCmd("d", "NOOP", "* 1 EXISTS", "d OK NOOP completed")
+	// The session's own change is told as another's.
+	a.expectCmd("d2", "CREATE Mine", `* LIST () "/" "Mine"`, "d2 OK CREATE completed")
 	a.expectCmd("e", "NOTIFY NONE", "e OK NOTIFY completed")
 	b.cmd("t", "CREATE Unseen")
 	e.deliver(msgText("m2", "x"))
@@ -459,4 +459,27 @@ func TestNotifySessionEnds(t *testing.T) {
 	}
 }
 
-var _ = backend.Inbox
+// TestNotifyCompressed: notifications pushed between commands go through
+// COMPRESS=DEFLATE, each flushed, while the wait for the next command
+// reads beneath the decompressor.
+func TestNotifyCompressed(t *testing.T) {
+	e := newEnv(t)
+	r := e.dialRaw()
+	r.login()
+	d := startDeflate(t, r)
+	if got := d.cmd(t, "a", "NOTIFY SET (PERSONAL (MailboxName))"); len(got) != 1 || got[0] != "a OK NOTIFY completed" {
+		t.Fatalf("NOTIFY over deflate: %q", got)
+	}
+	for _, name := range []string{"One", "Two"} {
+		if err := e.user().CreateMailbox(name, ""); err != nil {
+			t.Fatal(err)
+		}
+		l, err := d.r.ReadString('\n')
+		if want := `* LIST () "/" "` + name + "\"\r\n"; err != nil || l != want {
+			t.Fatalf("pushed over deflate: %q %v, want %q", l, err, want)
+		}
+	}
+	if got := d.cmd(t, "b", "NOOP"); len(got) != 1 || got[0] != "b OK NOOP completed" {
+		t.Errorf("NOOP after pushes over deflate: %q", got)
+	}
+}
