@@ -52,6 +52,11 @@ type Options struct {
 	// LockTimeout is how long Open waits for another process's lock on
 	// the files (default 500ms). After it, Open returns ErrLocked.
 	LockTimeout time.Duration
+	// ReadOnly opens existing files for reading only (a shared lock, so
+	// several readers may open the store, but no writer): nothing is
+	// created, and every write fails. For `roost check` and for looking
+	// at a backup before it is restored.
+	ReadOnly bool
 	Logger      *slog.Logger
 }
 
@@ -100,6 +105,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.Shards < 0 {
 		return nil, fmt.Errorf("store: shards must be >= 0, not %d", opts.Shards)
+	}
+	if opts.ReadOnly {
+		return openReadOnly(opts)
 	}
 	if err := os.MkdirAll(filepath.Join(opts.Dir, "accounts"), 0o700); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", opts.Dir, err)
@@ -155,6 +163,7 @@ func openBolt(path string, opts Options, mmapSize int) (*bolt.DB, error) {
 		NoSync:          opts.NoSync,
 		FreelistType:    bolt.FreelistMapType,
 		NoFreelistSync:  true,
+		ReadOnly:        opts.ReadOnly,
 	})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("store: open %s: %w", path, ErrLocked)
