@@ -57,7 +57,7 @@ type Options struct {
 	// created, and every write fails. For `roost check` and for looking
 	// at a backup before it is restored.
 	ReadOnly bool
-	Logger      *slog.Logger
+	Logger   *slog.Logger
 }
 
 // Store is the root of Roost's persistent state.
