@@ -33,7 +33,8 @@ type admin struct {
 func (a *admin) do(ctx context.Context, req request) response {
 	lines, err := a.exec(ctx, req)
 	if err != nil {
-		return response{Error: oneLine(err.Error())}
+		// Lines stay: check reports what it found and fails.
+		return response{Error: oneLine(err.Error()), Lines: lines}
 	}
 	return response{OK: true, Lines: lines}
 }
@@ -42,6 +43,10 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 	want := map[string]int{
 		opPing: 0, opStatus: 0, opUserAdd: 1, opUserPasswd: 1, opUserDel: 1, opUserList: 0,
 		opAliasAdd: 2, opAliasDel: 1, opAliasList: 0, opBackup: 1,
+	}
+	if req.Op == opCheck || req.Op == opCheckRepair {
+		rep, err := a.b.Check(ctx, req.Args, req.Op == opCheckRepair)
+		return checkResult(rep, req.Op == opCheckRepair, err)
 	}
 	n, ok := want[req.Op]
 	if !ok {
@@ -176,6 +181,11 @@ func runAdmin(ctx context.Context, cfg *Config, req request, env cliEnv) error {
 	switch {
 	case errors.Is(err, errNoServer) && req.Op == opStatus:
 		return fmt.Errorf("roost is not running (no server answers on %s)", sock)
+	case errors.Is(err, errNoServer) && (req.Op == opCheck || req.Op == opCheckRepair):
+		resp, err = checkDirect(ctx, cfg, req)
+		if err != nil {
+			return err
+		}
 	case errors.Is(err, errNoServer):
 		resp, err = runDirect(ctx, cfg, req)
 		if err != nil {
@@ -201,7 +211,7 @@ func runAdmin(ctx context.Context, cfg *Config, req request, env cliEnv) error {
 // needed, and makes a backup directory absolute.
 func prepareRequest(req *request, env cliEnv) error {
 	switch req.Op {
-	case opUserAdd, opUserPasswd, opUserDel, opAliasAdd, opAliasDel:
+	case opUserAdd, opUserPasswd, opUserDel, opAliasAdd, opAliasDel, opCheck, opCheckRepair:
 		for i, a := range req.Args {
 			n, err := backend.NormalizeAddress(a)
 			if err != nil {

@@ -17,7 +17,10 @@ package main
 //
 // Ops: ping, status, user.add, user.passwd (both with "password"), user.del,
 // user.list, alias.add (args: alias, account), alias.del, alias.list,
-// backup (args: an absolute directory). "lines" is what the CLI prints.
+// backup (args: an absolute directory), check and check.repair (args: the
+// addresses to check, none for all; "lines" holds the violations found and
+// a summary, and "ok" is false when some remain). "lines" is what the CLI
+// prints, also when "ok" is false.
 
 import (
 	"bufio"
@@ -47,6 +50,9 @@ const (
 	opAliasDel   = "alias.del"
 	opAliasList  = "alias.list"
 	opBackup     = "backup"
+	// opCheck and opCheckRepair take any number of addresses.
+	opCheck       = "check"
+	opCheckRepair = "check.repair"
 )
 
 // controlSocketName is the socket's file name inside data_dir.

@@ -31,6 +31,9 @@ Usage:
   roost alias del ALIAS            remove an alias
   roost alias list                 list aliases: ALIAS, then its account
   roost backup DIR                 write a consistent copy of the store into DIR
+  roost check [--repair] [ADDRESS...]
+                                   verify the store (all accounts, or those given);
+                                   --repair fixes counters, references and orphans
   roost dns DOMAIN                 print the DNS records to publish for DOMAIN
   roost status                     show whether a server runs, and its listeners
   roost version                    print the version
@@ -136,6 +139,9 @@ func splitGlobalFlags(args []string) (configPath string, rest []string, help boo
 			}
 		case a == "-h" || a == "-help" || a == "--help":
 			help = true
+		case a == "--repair" || a == "-repair":
+			// A flag of check; the command checks where it may appear.
+			rest = append(rest, "--repair")
 		case strings.HasPrefix(a, "-") && a != "-":
 			return "", nil, false, usagef("unknown flag %s", a)
 		default:
@@ -181,6 +187,15 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 	case "dns":
 		if err := wantArgs(args, 1, "dns DOMAIN"); err != nil {
 			return err
+		}
+	case "check":
+		req = request{Op: opCheck}
+		for _, a := range args {
+			if a == "--repair" {
+				req.Op = opCheckRepair
+				continue
+			}
+			req.Args = append(req.Args, a)
 		}
 	case "status":
 		if err := wantArgs(args, 0, "status"); err != nil {
