@@ -118,8 +118,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if !validPath(from) {
 		return replyBadSender
 	}
-	// RFC 1870 §6.2: a declared size over the limit is refused up front.
-	if opts != nil && opts.Size > s.srv.maxSize {
+	// RFC 1870 §6.2: a declared size over the limit is refused up front,
+	// however large (the wire has it; go-smtp only parses 32 bits).
+	if d := s.w.mailSize; d.set && d.size > uint64(s.srv.maxSize) {
 		return s.srv.replyTooBig()
 	}
 	s.mu.Lock()

@@ -67,6 +67,9 @@ type wire struct {
 	dataGenSeen uint64    // dataGen when that DATA line was handed on
 	readErr     error     // sticky: once reading failed, it always fails
 	handshook   bool
+	// mailSize is the SIZE of the last MAIL line handed on; go-smtp calls
+	// the session's Mail for it before it reads again.
+	mailSize declaredSize
 
 	// dataGen counts calls of the session's Data/LMTPData, so the wire can
 	// tell whether go-smtp accepted a DATA command (see above).
@@ -303,6 +306,9 @@ func (w *wire) command(line []byte) error {
 			w.helloVerb, w.needHello = cmd, false
 			w.mu.Unlock()
 		}
+	case "MAIL":
+		// RFC 1870 SIZE of any size: see size.go.
+		line, w.mailSize = rewriteMailSize(line)
 	case "DATA":
 		if arg == "" {
 			w.afterDATA = true
