@@ -54,6 +54,12 @@ type Options struct {
 	// read a response for this long, is closed without entering the UPDATE
 	// state. Default 10m.
 	IdleTimeout time.Duration
+	// CommandTimeout bounds the wait for the rest of a command line once
+	// its first byte has arrived ([pop3] command_timeout): a client that
+	// starts a line and does not finish it within this time gets -ERR and
+	// is disconnected, instead of holding the session for the whole
+	// IdleTimeout. It applies to SASL responses too. Default 60s.
+	CommandTimeout time.Duration
 	// MaxLineLength caps a command line, CRLF included (RFC 2449 §4: 255).
 	// A longer line is discarded (never buffered) and answered with -ERR.
 	// SASL responses may be up to max(MaxLineLength, 8192) octets.
@@ -79,6 +85,7 @@ const (
 	DefaultMaxConnsPerIP    = 50
 	DefaultHandshakeTimeout = 30 * time.Second
 	DefaultIdleTimeout      = 10 * time.Minute
+	DefaultCommandTimeout   = 60 * time.Second
 	DefaultMaxLineLength    = 255
 	DefaultMaxFailedLogins  = 3
 	DefaultAuthFailureDelay = 2 * time.Second
@@ -121,6 +128,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.CommandTimeout <= 0 {
+		opts.CommandTimeout = DefaultCommandTimeout
 	}
 	if opts.MaxLineLength <= 0 {
 		opts.MaxLineLength = DefaultMaxLineLength

@@ -40,6 +40,9 @@ type message struct {
 
 var (
 	errLineTooLong = errors.New("line too long")
+	// errCommandTimeout: a line was begun and not finished within
+	// Options.CommandTimeout.
+	errCommandTimeout = errors.New("command not completed in time")
 	// errFatal ends a session after a response that already says why.
 	errFatal = errors.New("session ended")
 )
@@ -171,6 +174,10 @@ func (s *session) readFailed(err error) {
 	switch {
 	case s.srv.conns.Closing():
 		s.shutdownNotice()
+	case errors.Is(err, errCommandTimeout):
+		s.log.Info("command not completed in time; closing", "timeout", s.opts.CommandTimeout, "state", s.stateName())
+		s.fail("command not completed within %s, closing connection", s.opts.CommandTimeout)
+		s.bw.Flush()
 	case errors.As(err, &ne) && ne.Timeout():
 		// RFC 1939 §3: the autologout timer closes the connection without
 		// a response and without entering the UPDATE state.
@@ -209,10 +216,35 @@ func (s *session) end() {
 
 // readCommand reads one command line with the idle timeout.
 func (s *session) readCommand() (string, error) {
+	return s.readTimed(s.opts.MaxLineLength)
+}
+
+// readTimed reads a line of at most max octets: the idle timeout until its
+// first byte, then CommandTimeout for the rest, so that a line begun and
+// never finished (slowloris) costs a connection slot for CommandTimeout
+// only.
+func (s *session) readTimed(max int) (string, error) {
 	if err := s.armRead(); err != nil {
 		return "", err
 	}
-	return s.readLine(s.opts.MaxLineLength)
+	if _, err := s.br.Peek(1); err != nil {
+		return "", err
+	}
+	if !s.commandBuffered() {
+		// Begun, not complete: the rest of the line must follow soon.
+		if err := s.raw.SetReadDeadline(time.Now().Add(s.opts.CommandTimeout)); err != nil {
+			return "", err
+		}
+		if s.srv.conns.Closing() {
+			s.raw.SetReadDeadline(time.Now()) // Shutdown's interrupt may have come first
+		}
+	}
+	line, err := s.readLine(max)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && !s.srv.conns.Closing() {
+		return "", errCommandTimeout
+	}
+	return line, err
 }
 
 // armRead starts the autologout timer for the next read.
@@ -437,10 +469,7 @@ func (s *session) cmdAuth(arg string) error {
 		if err := s.bw.Flush(); err != nil {
 			return err
 		}
-		if err := s.armRead(); err != nil {
-			return err
-		}
-		line, err := s.readLine(max(s.opts.MaxLineLength, minSASLLine))
+		line, err := s.readTimed(max(s.opts.MaxLineLength, minSASLLine))
 		if errors.Is(err, errLineTooLong) {
 			s.fail("SASL response too long")
 			return nil

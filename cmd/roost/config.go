@@ -100,6 +100,7 @@ type POP3Config struct {
 	MaxConnections      int           `koanf:"max_connections"`
 	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
 	IdleTimeout         time.Duration `koanf:"idle_timeout"`
+	CommandTimeout      time.Duration `koanf:"command_timeout"`
 	MaxLineLength       int           `koanf:"max_line_length" min:"8"`
 	MaxFailedLogins     int           `koanf:"max_failed_logins"`
 	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
@@ -178,6 +179,7 @@ func defaultConfig() Config {
 			MaxConnections:      1000,
 			MaxConnectionsPerIP: 20,
 			IdleTimeout:         10 * time.Minute,
+			CommandTimeout:      60 * time.Second,
 			MaxLineLength:       255,
 			MaxFailedLogins:     3,
 			AuthFailureDelay:    2 * time.Second,

@@ -93,6 +93,7 @@ func frontEnds(d deps) ([]endpoint, error) {
 			MaxConnsPerIP:    c.MaxConnectionsPerIP,
 			HandshakeTimeout: cfg.TLS.HandshakeTimeout,
 			IdleTimeout:      c.IdleTimeout,
+			CommandTimeout:   c.CommandTimeout,
 			MaxLineLength:    c.MaxLineLength,
 			MaxFailedLogins:  c.MaxFailedLogins,
 			AuthFailureDelay: noDelay(c.AuthFailureDelay),
