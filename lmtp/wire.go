@@ -288,6 +288,10 @@ func (w *wire) command(line []byte) error {
 	text := strings.TrimRight(string(line), "\r\n")
 	cmd, arg, ok := parseCommand(text)
 	switch {
+	case hasControl(text):
+		// go-smtp echoes arguments (the greeting's domain) in replies: a
+		// CR or NUL in one would go back out inside a reply line.
+		return w.reply("500 5.5.2 Syntax error, control character in command")
 	case !ok:
 		return w.reply("500 5.5.2 Syntax error, command unrecognized")
 	case cmd == "":
@@ -323,6 +327,18 @@ func (w *wire) command(line []byte) error {
 	}
 	w.out = line
 	return nil
+}
+
+// hasControl reports whether a command line (without its line break)
+// holds an ASCII control character other than HTAB: RFC 5321 commands are
+// printable text (UTF-8 with SMTPUTF8).
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return true
+		}
+	}
+	return false
 }
 
 // parseCommand splits a command line as go-smtp v0.25.1's parseCmd does;

@@ -61,6 +61,7 @@ type testEnv struct {
 
 type envConfig struct {
 	opts    func(*Options)
+	backend func(*backend.Options)
 	withTLS bool
 	dir     string // reuse a data directory
 }
@@ -72,7 +73,11 @@ func newEnv(t testing.TB, cfg envConfig) *testEnv {
 	if e.dir == "" {
 		e.dir = t.TempDir()
 	}
-	b, err := backend.New(backend.Options{DataDir: e.dir, NoSync: true, LoginCacheTTL: -1})
+	bopts := backend.Options{DataDir: e.dir, NoSync: true, LoginCacheTTL: -1}
+	if cfg.backend != nil {
+		cfg.backend(&bopts)
+	}
+	b, err := backend.New(bopts)
 	if err != nil {
 		t.Fatal(err)
 	}
