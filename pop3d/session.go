@@ -507,12 +507,22 @@ func (s *session) cmdAuth(arg string) error {
 }
 
 // login checks credentials, takes the maildrop lock and fixes the message
-// list, entering the TRANSACTION state (RFC 1939 §4).
+// list, entering the TRANSACTION state (RFC 1939 §4). Its work (a password
+// hash, perhaps after waiting for a hashing slot; reading a big maildrop)
+// stops when the client hangs up meanwhile (watchPeer).
 func (s *session) login(name, pass string) error {
+	stop := s.watchPeer()
 	u, err := s.opts.Backend.Login(s.ctx, name, pass, s.remoteIP)
+	if s.ctx.Err() != nil {
+		stop()
+		s.log.Info("client hung up during login")
+		return errFatal
+	}
 	if err != nil {
+		stop()
 		return s.loginFailed(name, err)
 	}
+	defer stop()
 	log := s.log.With("user", u.Address())
 	release, err := u.LockMaildrop()
 	if errors.Is(err, backend.ErrInUse) {
@@ -525,7 +535,12 @@ func (s *session) login(name, pass string) error {
 		s.fail("[SYS/TEMP] cannot lock maildrop, try again later")
 		return nil
 	}
-	mbox, msgs, err := loadMaildrop(u)
+	mbox, msgs, err := loadMaildrop(s.ctx, u)
+	if err != nil && s.ctx.Err() != nil {
+		release()
+		log.Info("client hung up during login")
+		return errFatal
+	}
 	if err != nil {
 		release()
 		log.Error("open maildrop", "err", err)
@@ -564,22 +579,52 @@ func (s *session) loginFailed(name string, err error) error {
 	}
 }
 
-// authDelay slows down password guessing; Shutdown cuts it short.
+// authDelay slows down password guessing; Shutdown cuts it short, and so
+// does the client hanging up (watchPeer).
 func (s *session) authDelay() {
 	if s.opts.AuthFailureDelay <= 0 {
 		return
 	}
+	defer s.watchPeer()()
 	t := time.NewTimer(s.opts.AuthFailureDelay)
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-s.srv.conns.Done():
+	case <-s.ctx.Done():
+	}
+}
+
+// watchPeer watches the connection while the session works on a command
+// without reading (a login): if the client hangs up, it cancels the
+// session's context, so that the work stops instead of being done for
+// nobody. The returned function ends the watch; call it before reading
+// again. When the client has already sent more (pipelining), there is
+// nothing to watch: the session will read it next.
+func (s *session) watchPeer() (stop func()) {
+	if s.br.Buffered() > 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// The session goroutine does not touch br until stop returns.
+		if _, err := s.br.Peek(1); err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				s.stop() // EOF or reset: the client is gone
+			}
+		}
+	}()
+	return func() {
+		s.raw.SetReadDeadline(time.Now()) // wakes the Peek; readCommand re-arms it
+		<-done
 	}
 }
 
 // loadMaildrop reads the INBOX message list with the octet count of each
-// message as RETR sends it.
-func loadMaildrop(u *backend.User) (backend.Mailbox, []message, error) {
+// message as RETR sends it. It gives up when ctx ends.
+func loadMaildrop(ctx context.Context, u *backend.User) (backend.Mailbox, []message, error) {
 	mbox, err := u.Mailbox(backend.Inbox)
 	if err != nil {
 		return mbox, nil, fmt.Errorf("INBOX: %w", err)
@@ -593,7 +638,10 @@ func loadMaildrop(u *backend.User) (backend.Mailbox, []message, error) {
 		return mbox, nil, fmt.Errorf("INBOX messages: %w", err)
 	}
 	msgs := make([]message, 0, len(recs))
-	for _, m := range recs {
+	for i, m := range recs {
+		if i%1024 == 0 && ctx.Err() != nil {
+			return mbox, nil, ctx.Err()
+		}
 		p, err := u.Parsed(&m)
 		if errors.Is(err, backend.ErrNotFound) {
 			continue // expunged meanwhile (IMAP)
