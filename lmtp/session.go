@@ -164,6 +164,8 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.mu.Lock()
 	s.rcpts = append(s.rcpts, rcpt{arg: to, to: r})
 	s.mu.Unlock()
+	// Mail for an account here: a real client, not part of a flood.
+	s.w.ticket.Done()
 	return nil
 }
 

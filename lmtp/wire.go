@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/roostmail/roost/internal/netlimit"
 )
 
 // wire is the connection go-smtp reads commands and message data from and
@@ -87,9 +89,14 @@ type wire struct {
 	closing   bool // Shutdown was called
 	waiting   bool // blocked reading the next command
 	closed    bool
+	evicted   bool // by MaxUnauthenticated
 	helloVerb string // HELO, EHLO or LHLO: the last greeting seen
 	needHello bool   // after STARTTLS, until the next greeting (RFC 3207 §4.2)
 	sess      *session
+
+	// ticket counts the connection against MaxUnauthenticated until a
+	// recipient is accepted.
+	ticket *netlimit.Ticket
 
 	wmu    sync.Mutex // serialises writes
 	wcarry []byte     // start of a reply line not yet complete
@@ -143,8 +150,25 @@ func newWire(s *Server, c net.Conn, implicitTLS bool) *wire {
 		w.handshook = true
 	}
 	w.failure.Store("")
+	w.ticket = s.preauth.Admit(w.evict)
 	w.log.Debug("connection opened", "tls", implicitTLS)
 	return w
+}
+
+// evict ends a connection that has had no recipient accepted, to make
+// room under MaxUnauthenticated: at its next command read it gets "421"
+// and is closed; a TLS handshake in progress fails.
+func (w *wire) evict() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.evicted = true
+	w.raw.SetReadDeadline(time.Now())
+}
+
+func (w *wire) hangupEvicted() error {
+	w.failure.Store("evicted")
+	w.log.Info("too many connections without a recipient; closing the oldest, this one", "max", w.srv.opts.MaxUnauthenticated)
+	return w.hangup("421 4.7.0 %s Too many connections waiting, closing connection", w.srv.opts.Hostname)
 }
 
 // ---- net.Conn ----
@@ -172,6 +196,7 @@ func (w *wire) Close() error {
 	if c != w.raw {
 		w.raw.Close()
 	}
+	w.ticket.Done()
 	w.srv.conns.Remove(w)
 	w.log.Debug("connection closed")
 	return err
@@ -235,6 +260,9 @@ func (w *wire) produce() error {
 	}
 	if w.isClosing() {
 		return w.hangup("421 4.3.2 %s Service shutting down, closing connection", w.srv.opts.Hostname)
+	}
+	if w.isEvicted() {
+		return w.hangupEvicted()
 	}
 	line, whole, err := w.nextLine()
 	if err != nil {
@@ -534,6 +562,10 @@ func (w *wire) fill(m mode) error {
 		w.mu.Unlock()
 		return w.hangup("421 4.3.2 %s Service shutting down, closing connection", w.srv.opts.Hostname)
 	}
+	if m == modeCommand && w.evicted {
+		w.mu.Unlock()
+		return w.hangupEvicted()
+	}
 	conn := w.conn
 	conn.SetReadDeadline(deadline)
 	w.waiting = m == modeCommand
@@ -559,6 +591,8 @@ func (w *wire) readFailed(m mode, err error) error {
 	switch {
 	case timeout && m == modeCommand && w.isClosing():
 		return w.hangup("421 4.3.2 %s Service shutting down, closing connection", host)
+	case timeout && m == modeCommand && w.isEvicted():
+		return w.hangupEvicted()
 	case timeout && m == modeCommand:
 		w.failure.Store("idle timeout")
 		w.log.Info("idle timeout, disconnecting", "timeout", w.srv.opts.IdleTimeout)
@@ -600,6 +634,12 @@ func (w *wire) reply(text string) error {
 
 func (w *wire) writeLine(text string) {
 	w.Write([]byte(text + "\r\n"))
+}
+
+func (w *wire) isEvicted() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.evicted
 }
 
 func (w *wire) isClosing() bool {

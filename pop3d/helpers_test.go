@@ -69,7 +69,7 @@ type envConfig struct {
 // newEnv starts a backend with one account and a server on loopback.
 func newEnv(t testing.TB, cfg envConfig) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, dir: cfg.dir, ended: make(chan struct{}, 1000)}
+	e := &testEnv{t: t, dir: cfg.dir, ended: make(chan struct{}, 10000)}
 	if e.dir == "" {
 		e.dir = t.TempDir()
 	}

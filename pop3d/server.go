@@ -65,6 +65,13 @@ type Options struct {
 	// SASL responses may be up to max(MaxLineLength, 8192) octets.
 	// Default 255.
 	MaxLineLength int
+	// MaxUnauthenticated caps the connections that have not logged in,
+	// over all listeners of the server ([pop3] max_unauthenticated): at
+	// the cap, a new connection evicts the oldest of them, which gets
+	// "-ERR [SYS/TEMP]" and is closed (netlimit.PreAuth). Keep it below
+	// MaxConns, so that a flood meets it first. Default 500; negative: no
+	// cap.
+	MaxUnauthenticated int
 	// MaxFailedLogins is how many failed logins a connection may make; the
 	// last one is answered with -ERR [AUTH] and the connection is closed.
 	// Default 3.
@@ -83,6 +90,7 @@ type Options struct {
 const (
 	DefaultMaxConns         = 1000
 	DefaultMaxConnsPerIP    = 50
+	DefaultMaxUnauth        = 500
 	DefaultHandshakeTimeout = 30 * time.Second
 	DefaultIdleTimeout      = 10 * time.Minute
 	DefaultCommandTimeout   = 60 * time.Second
@@ -99,8 +107,9 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 
-	conns  *lifecycle.Tracker[*session]
-	nextID atomic.Uint64
+	conns   *lifecycle.Tracker[*session]
+	preauth *netlimit.PreAuth
+	nextID  atomic.Uint64
 
 	// sessionEnded, if set (tests), is called after a session has ended and
 	// released its maildrop lock.
@@ -123,6 +132,7 @@ func New(opts Options) (*Server, error) {
 	}
 	opts.MaxConns = netlimit.Limit(opts.MaxConns, DefaultMaxConns)
 	opts.MaxConnsPerIP = netlimit.Limit(opts.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	opts.MaxUnauthenticated = netlimit.Limit(opts.MaxUnauthenticated, DefaultMaxUnauth)
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -148,9 +158,10 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Server{
-		opts:  opts,
-		log:   opts.Logger.With("proto", "pop3"),
-		conns: lifecycle.New[*session](),
+		opts:    opts,
+		log:     opts.Logger.With("proto", "pop3"),
+		conns:   lifecycle.New[*session](),
+		preauth: netlimit.NewPreAuth(opts.MaxUnauthenticated),
 	}, nil
 }
 

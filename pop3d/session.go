@@ -14,6 +14,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/roostmail/roost/backend"
@@ -67,6 +68,11 @@ type session struct {
 	userName string // from USER, waiting for PASS
 	failures int    // failed logins on this connection
 
+	// ticket counts the session against MaxUnauthenticated until it logs
+	// in; evicted is set when the cap evicts it.
+	ticket  *netlimit.Ticket
+	evicted atomic.Bool
+
 	user    *backend.User
 	release func() // the maildrop lock
 	mbox    backend.Mailbox
@@ -80,7 +86,7 @@ func (s *Server) newSession(c net.Conn, implicitTLS bool) *session {
 	id := s.connID()
 	ctx, stop := context.WithCancel(context.Background())
 	conn := &writeDeadlineConn{Conn: c, timeout: s.opts.IdleTimeout}
-	return &session{
+	sess := &session{
 		srv:         s,
 		opts:        &s.opts,
 		log:         s.log.With("conn", id, "remote", c.RemoteAddr().String()),
@@ -89,11 +95,28 @@ func (s *Server) newSession(c net.Conn, implicitTLS bool) *session {
 		raw:         c,
 		conn:        conn,
 		br:          bufio.NewReaderSize(conn, 4096),
-		bw:          bufio.NewWriterSize(conn, 64<<10),
+		// Small until login: a flood of connections that never log in
+		// must cost little memory each. login gives it 64 KiB for RETR.
+		bw:          bufio.NewWriterSize(conn, 512),
 		implicitTLS: implicitTLS,
 		remoteIP:    netlimit.RemoteIP(c),
 	}
+	sess.ticket = s.preauth.Admit(sess.evict)
+	return sess
 }
+
+// evict ends a session that has not logged in, to make room under
+// MaxUnauthenticated: it is woken like an idle one at Shutdown and says
+// why before it closes (readFailed).
+func (s *session) evict() {
+	s.evicted.Store(true)
+	s.raw.SetReadDeadline(time.Now())
+}
+
+// interrupted reports whether the session is to end at its next read
+// (Shutdown or eviction): whoever sets a read deadline must then set it
+// to now instead, or the interrupt would be lost.
+func (s *session) interrupted() bool { return s.srv.conns.Closing() || s.evicted.Load() }
 
 // writeDeadlineConn gives every write the idle timeout, so a client that
 // stops reading (in the middle of a RETR, say) cannot hold a session forever.
@@ -174,6 +197,10 @@ func (s *session) readFailed(err error) {
 	switch {
 	case s.srv.conns.Closing():
 		s.shutdownNotice()
+	case s.evicted.Load():
+		s.log.Info("too many connections not logged in; closing the oldest, this one", "max", s.opts.MaxUnauthenticated)
+		s.fail("[SYS/TEMP] too many connections waiting to log in, closing connection")
+		s.bw.Flush()
 	case errors.Is(err, errCommandTimeout):
 		s.log.Info("command not completed in time; closing", "timeout", s.opts.CommandTimeout, "state", s.stateName())
 		s.fail("command not completed within %s, closing connection", s.opts.CommandTimeout)
@@ -205,6 +232,7 @@ func (s *session) stateName() string {
 // end releases what the session holds. A session that ends other than by
 // QUIT never enters the UPDATE state: nothing is deleted (RFC 1939 §6).
 func (s *session) end() {
+	s.ticket.Done()
 	if s.release != nil {
 		s.release()
 		s.release = nil
@@ -235,13 +263,13 @@ func (s *session) readTimed(max int) (string, error) {
 		if err := s.raw.SetReadDeadline(time.Now().Add(s.opts.CommandTimeout)); err != nil {
 			return "", err
 		}
-		if s.srv.conns.Closing() {
-			s.raw.SetReadDeadline(time.Now()) // Shutdown's interrupt may have come first
+		if s.interrupted() {
+			s.raw.SetReadDeadline(time.Now()) // Shutdown's or eviction's interrupt may have come first
 		}
 	}
 	line, err := s.readLine(max)
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() && !s.srv.conns.Closing() {
+	if errors.As(err, &ne) && ne.Timeout() && !s.interrupted() {
 		return "", errCommandTimeout
 	}
 	return line, err
@@ -252,8 +280,9 @@ func (s *session) armRead() error {
 	if err := s.raw.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout)); err != nil {
 		return err
 	}
-	if s.srv.conns.Closing() {
-		// Shutdown may have set its deadline before ours: look again.
+	if s.interrupted() {
+		// Shutdown or eviction may have set its deadline before ours:
+		// look again.
 		s.raw.SetReadDeadline(time.Now())
 	}
 	return nil
@@ -549,6 +578,11 @@ func (s *session) login(name, pass string) error {
 	}
 	s.user, s.release, s.mbox, s.msgs = u, release, mbox, msgs
 	s.state = stateTransaction
+	s.ticket.Done() // if it was evicted meanwhile, the next read ends it
+	if err := s.bw.Flush(); err != nil {
+		return err
+	}
+	s.bw = bufio.NewWriterSize(s.conn, 64<<10)
 	s.log = log
 	n, size := s.stat()
 	log.Info("logged in", "tls", s.isTLS, "messages", n, "octets", size)
@@ -703,8 +737,8 @@ func (s *session) startTLS() error {
 	defer cancel()
 	// Bound reads too: Shutdown's interrupt must reach the handshake.
 	s.raw.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
-	if s.srv.conns.Closing() {
-		return errors.New("server shutting down")
+	if s.interrupted() {
+		return errors.New("server shutting down, or too many connections not logged in")
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return err

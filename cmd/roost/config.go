@@ -75,6 +75,7 @@ type SMTPConfig struct {
 	DataTimeout         time.Duration `koanf:"data_timeout"`
 	MaxConnections      int           `koanf:"max_connections"`
 	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
+	MaxUnauthenticated  int           `koanf:"max_unauthenticated" min:"0"` // 0: no cap
 	MaxErrors           int           `koanf:"max_errors"`
 }
 
@@ -99,6 +100,7 @@ type POP3Config struct {
 	KeepFlags           bool          `koanf:"keep_flags"`
 	MaxConnections      int           `koanf:"max_connections"`
 	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
+	MaxUnauthenticated  int           `koanf:"max_unauthenticated" min:"0"` // 0: no cap
 	IdleTimeout         time.Duration `koanf:"idle_timeout"`
 	CommandTimeout      time.Duration `koanf:"command_timeout"`
 	MaxLineLength       int           `koanf:"max_line_length" min:"8"`
@@ -152,6 +154,7 @@ func defaultConfig() Config {
 		DataTimeout:         5 * time.Minute,
 		MaxConnections:      1000,
 		MaxConnectionsPerIP: 20,
+		MaxUnauthenticated:  500,
 		MaxErrors:           10,
 	}
 	lmtp := smtp
@@ -178,6 +181,7 @@ func defaultConfig() Config {
 			TLSListen:           "127.0.0.1:1995",
 			MaxConnections:      1000,
 			MaxConnectionsPerIP: 20,
+			MaxUnauthenticated:  500,
 			IdleTimeout:         10 * time.Minute,
 			CommandTimeout:      60 * time.Second,
 			MaxLineLength:       255,
