@@ -21,7 +21,7 @@ func TestUnauthenticatedCap(t *testing.T) {
 	b.cmd("EHLO client.example", "250 ")
 	b.cmd("MAIL FROM:<sender@remote.example>", "250 ")
 	b.cmd("RCPT TO:<nobody@example.org>", "550 ") // refused: still counts
-	b.cmd("RCPT TO:<alice@example.org>", "250 ") // now it does not
+	b.cmd("RCPT TO:<alice@example.org>", "250 ")  // now it does not
 	e.dial()
 	e.dial()
 	c.expect("421 4.7.0 ")

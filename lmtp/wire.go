@@ -89,7 +89,7 @@ type wire struct {
 	closing   bool // Shutdown was called
 	waiting   bool // blocked reading the next command
 	closed    bool
-	evicted   bool // by MaxUnauthenticated
+	evicted   bool   // by MaxUnauthenticated
 	helloVerb string // HELO, EHLO or LHLO: the last greeting seen
 	needHello bool   // after STARTTLS, until the next greeting (RFC 3207 §4.2)
 	sess      *session

@@ -87,14 +87,14 @@ func (s *Server) newSession(c net.Conn, implicitTLS bool) *session {
 	ctx, stop := context.WithCancel(context.Background())
 	conn := &writeDeadlineConn{Conn: c, timeout: s.opts.IdleTimeout}
 	sess := &session{
-		srv:         s,
-		opts:        &s.opts,
-		log:         s.log.With("conn", id, "remote", c.RemoteAddr().String()),
-		ctx:         ctx,
-		stop:        stop,
-		raw:         c,
-		conn:        conn,
-		br:          bufio.NewReaderSize(conn, 4096),
+		srv:  s,
+		opts: &s.opts,
+		log:  s.log.With("conn", id, "remote", c.RemoteAddr().String()),
+		ctx:  ctx,
+		stop: stop,
+		raw:  c,
+		conn: conn,
+		br:   bufio.NewReaderSize(conn, 4096),
 		// Small until login: a flood of connections that never log in
 		// must cost little memory each. login gives it 64 KiB for RETR.
 		bw:          bufio.NewWriterSize(conn, 512),
