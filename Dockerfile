@@ -3,7 +3,8 @@
 # Roost in a container: one static binary on distroless, running as an
 # unprivileged user, with its data in the volume /var/lib/roost.
 #
-#   docker build -t roost .
+#   docker build --build-arg VERSION="$(git describe --tags --always --dirty)" \
+#     --build-arg COMMIT="$(git rev-parse HEAD)" -t roost .
 #   docker run -d --name roost -e ROOST_HOSTNAME=mail.example.org \
 #     -p 25:25 -p 143:143 -p 993:993 -p 110:110 -p 995:995 -p 8080:8080 \
 #     -v roost-data:/var/lib/roost roost
@@ -23,7 +24,15 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/roost ./cmd/roost \
+# What `roost version`, the start-up log line and roost_build_info report.
+# .git is not copied into the image, so pass them:
+#   docker build --build-arg VERSION="$(git describe --tags --always --dirty)" \
+#     --build-arg COMMIT="$(git rev-parse HEAD)" -t roost .
+ARG VERSION=""
+ARG COMMIT=""
+RUN CGO_ENABLED=0 go build -trimpath \
+    -ldflags="-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
+    -o /out/roost ./cmd/roost \
  && mkdir -p /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot
@@ -33,14 +42,19 @@ COPY --from=build --chown=65532:65532 /out/data /var/lib/roost
 ENV ROOST_DATA_DIR=/var/lib/roost \
     ROOST_SMTP_LISTEN=:25 \
     ROOST_LMTP_LISTEN=:2424 \
+    ROOST_SUBMISSION_LISTEN=:587 \
+    ROOST_SUBMISSION_TLS_LISTEN=:465 \
     ROOST_IMAP_LISTEN=:143 \
     ROOST_IMAP_TLS_LISTEN=:993 \
     ROOST_POP3_LISTEN=:110 \
     ROOST_POP3_TLS_LISTEN=:995 \
-    ROOST_HTTP_LISTEN=:8080
+    ROOST_HTTP_LISTEN=:8080 \
+    ROOST_METRICS_LISTEN=:9154
 VOLUME /var/lib/roost
 WORKDIR /var/lib/roost
-EXPOSE 25 2424 143 993 110 995 8080
+# 9154 is /metrics, for a Prometheus on the container network: do not publish
+# it to the Internet (8080 is autoconfiguration, meant to be published).
+EXPOSE 25 2424 587 465 143 993 110 995 8080 9154
 USER 65532:65532
 # "roost status" succeeds when the server answers on its control socket.
 HEALTHCHECK --interval=30s --timeout=10s CMD ["roost", "status"]

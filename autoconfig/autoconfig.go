@@ -43,11 +43,16 @@ type Options struct {
 	// Ports of the IMAP and POP3 listeners; 0 means the default port.
 	IMAPSPort, IMAPPort, POP3SPort, POP3Port int
 	// SubmissionHost is the message submission server (RFC 6409) users send
-	// through. Roost itself does not offer submission, so this is usually
-	// another MTA; empty means none is announced. SubmissionPort 0 means
-	// 587 (STARTTLS); 465 is announced as implicit TLS (RFC 8314 §3.3).
+	// through: Roost's own, or another MTA; empty means none is announced.
+	// SubmissionPort 0 means 587 (STARTTLS); 465 is announced as implicit
+	// TLS (RFC 8314 §3.3).
 	SubmissionHost string
 	SubmissionPort int
+	// Submission, when not empty, lists the submission ports on
+	// SubmissionHost instead of SubmissionPort (Roost's own submission may
+	// offer both implicit TLS and STARTTLS). Implicit TLS is preferred
+	// where only one can be announced (RFC 8314 §3.3).
+	Submission []SubmissionPort
 	// DisplayName names the service in clients and on the web page; empty
 	// means Hostname.
 	DisplayName string
@@ -58,6 +63,12 @@ type Options struct {
 	MaxRequestBytes int64
 	// Logger receives one line per answered request; nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// SubmissionPort is one submission port to announce.
+type SubmissionPort struct {
+	Port        int
+	ImplicitTLS bool // TLS from the first byte (465) rather than STARTTLS
 }
 
 // withDefaults returns a copy of o with defaults filled in and host names
@@ -76,8 +87,23 @@ func (o Options) withDefaults() Options {
 	o.SubmissionHost = normaliseHost(o.SubmissionHost)
 	if o.SubmissionHost != "" {
 		def(&o.SubmissionPort, DefaultSubmissionPort)
+		if len(o.Submission) == 0 {
+			o.Submission = []SubmissionPort{{Port: o.SubmissionPort, ImplicitTLS: o.SubmissionPort == 465}}
+		}
+		// Implicit TLS first.
+		ports := make([]SubmissionPort, 0, len(o.Submission))
+		for _, implicit := range []bool{true, false} {
+			for _, p := range o.Submission {
+				if p.ImplicitTLS == implicit {
+					ports = append(ports, p)
+				}
+			}
+		}
+		o.Submission = ports
+		o.SubmissionPort = ports[0].Port
 	} else {
 		o.SubmissionPort = 0
+		o.Submission = nil
 	}
 	if o.DisplayName == "" {
 		o.DisplayName = o.Hostname
@@ -93,9 +119,12 @@ func (o Options) withDefaults() Options {
 
 func (o Options) hasSubmission() bool { return o.SubmissionHost != "" }
 
-// submissionImplicitTLS reports whether the submission port speaks TLS from
-// the first byte (465, RFC 8314 §3.3) rather than STARTTLS (RFC 3207).
-func (o Options) submissionImplicitTLS() bool { return o.SubmissionPort == 465 }
+// submissionImplicitTLS reports whether the preferred submission port
+// speaks TLS from the first byte (465, RFC 8314 §3.3) rather than
+// STARTTLS (RFC 3207).
+func (o Options) submissionImplicitTLS() bool {
+	return len(o.Submission) > 0 && o.Submission[0].ImplicitTLS
+}
 
 func normaliseHost(h string) string {
 	return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(h), "."))

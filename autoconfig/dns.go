@@ -52,15 +52,28 @@ func DNSRecords(domain string, opts Options) string {
 	b.WriteString(";\n; Message submission (RFC 6186 §3.1, RFC 8314 §5.1)\n")
 	switch {
 	case !o.hasSubmission():
-		b.WriteString("; Roost offers no submission and none is configured.\n")
+		b.WriteString("; No submission server is enabled or configured.\n")
 		absent("_submissions")
-		absent("_submission")
-	case o.submissionImplicitTLS():
-		srv("_submissions", 0, o.SubmissionPort, fqdn(o.SubmissionHost))
 		absent("_submission")
 	default:
-		absent("_submissions")
-		srv("_submission", 0, o.SubmissionPort, fqdn(o.SubmissionHost))
+		var implicit, starttls *SubmissionPort
+		for i, p := range o.Submission {
+			if p.ImplicitTLS && implicit == nil {
+				implicit = &o.Submission[i]
+			} else if !p.ImplicitTLS && starttls == nil {
+				starttls = &o.Submission[i]
+			}
+		}
+		if implicit != nil {
+			srv("_submissions", 0, implicit.Port, fqdn(o.SubmissionHost))
+		} else {
+			absent("_submissions")
+		}
+		if starttls != nil {
+			srv("_submission", 0, starttls.Port, fqdn(o.SubmissionHost))
+		} else {
+			absent("_submission")
+		}
 	}
 
 	b.WriteString(";\n; Client autoconfiguration: Thunderbird (autoconfig), Outlook (autodiscover)\n")

@@ -39,10 +39,10 @@ func (h *handler) mobileconfig(w http.ResponseWriter, r *http.Request) {
 func (h *handler) profile(addr string) plistDict {
 	o := h.opts
 	// Apple's mail payload requires the outgoing server keys: a profile
-	// without OutgoingMailServerHostName does not install. Roost offers no
-	// submission, so without a configured submission server this points at
-	// Hostname on the submission port 587 (RFC 6409 §3.1), where an MTA on
-	// the mail host usually listens; the user can change it in Settings.
+	// without OutgoingMailServerHostName does not install. Without a
+	// submission server this points at Hostname on the submission port 587
+	// (RFC 6409 §3.1), where an MTA on the mail host usually listens; the
+	// user can change it in Settings.
 	outHost, outPort := o.SubmissionHost, o.SubmissionPort
 	if !o.hasSubmission() {
 		outHost, outPort = o.Hostname, DefaultSubmissionPort

@@ -69,19 +69,21 @@ func (h *handler) thunderbird(w http.ResponseWriter, r *http.Request) {
 		},
 	}
 	if o.hasSubmission() {
-		socketType := "STARTTLS"
-		if o.submissionImplicitTLS() {
-			socketType = "SSL"
+		for _, p := range o.Submission {
+			socketType := "STARTTLS"
+			if p.ImplicitTLS {
+				socketType = "SSL"
+			}
+			s := server("smtp", p.Port, socketType)
+			s.Hostname = o.SubmissionHost
+			cfg.Provider.Outgoing = append(cfg.Provider.Outgoing, s)
 		}
-		s := server("smtp", o.SubmissionPort, socketType)
-		s.Hostname = o.SubmissionHost
-		cfg.Provider.Outgoing = []tbServer{s}
 	} else {
 		// Thunderbird's readFromXML refuses a file without a usable
 		// <outgoingServer> ("Need proper <outgoingServer> in XML file") and
-		// then falls back to guessing the servers. Roost offers no
-		// submission, and announcing a server that does not exist would be
-		// worse, so the outgoing server is only announced when configured.
+		// then falls back to guessing the servers. Announcing a server that
+		// does not exist would be worse, so the outgoing server is only
+		// announced when there is one.
 		cfg.Provider.NoOutgoing = xml.Comment(" No outgoing (submission) server is configured in Roost; set one up in the client by hand. ")
 	}
 

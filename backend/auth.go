@@ -146,15 +146,16 @@ func (b *Backend) Login(ctx context.Context, username, password, remoteIP string
 	if err != nil {
 		addr = strings.ToLower(username)
 	}
-	if b.opts.Limiter != nil && !b.opts.Limiter.Allow(remoteIP, addr) {
-		b.log.Warn("login refused: too many failures", "remote_ip", remoteIP, "user", addr)
-		return nil, ErrAuthLocked
+	if err := b.throttle(ctx, remoteIP, addr); err != nil {
+		return nil, err
 	}
 	acct, lookupErr := b.store.Account(addr)
 	ok := false
 	switch {
 	case lookupErr != nil || err != nil:
 		b.verify(ctx, dummyHash, password)
+	case b.checkAppPassword(ctx, acct, password):
+		ok = true
 	case b.auth.check(addr, acct.PasswordHash, password):
 		ok = true
 	case b.verify(ctx, acct.PasswordHash, password):
@@ -182,6 +183,31 @@ func (b *Backend) Login(ctx context.Context, username, password, remoteIP string
 	return b.user(acct)
 }
 
+// throttle asks the limiter whether an attempt may be checked, and waits
+// the delay it sets (see AuthLimiter) before the password is checked.
+func (b *Backend) throttle(ctx context.Context, remoteIP, addr string) error {
+	if b.opts.Limiter == nil {
+		return nil
+	}
+	wait, ok := b.opts.Limiter.Allow(remoteIP, addr)
+	if !ok {
+		b.log.Warn("login refused: too many failures", "remote_ip", remoteIP, "user", addr)
+		return ErrAuthLocked
+	}
+	if wait <= 0 {
+		return nil
+	}
+	b.log.Info("login delayed after failures", "remote_ip", remoteIP, "user", addr, "delay", wait.String())
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ErrAuthLocked
+	}
+}
+
 // verify checks a password with at most one hash per CPU at a time: an
 // argon2id check takes 19 MiB, so a burst of logins (a mail app reconnecting
 // many folders, or an attack) must not take memory in proportion to its
@@ -202,123 +228,4 @@ func (b *Backend) verify(ctx context.Context, hash, password string) bool {
 		return false
 	}
 	return VerifyPassword(hash, password)
-}
-
-// AuthLimiterOptions configure an AuthLimiter.
-type AuthLimiterOptions struct {
-	// MaxFailures within Window, per remote IP or per account, engage the
-	// lockout. Default 10.
-	MaxFailures int
-	// Window is how far back failures are counted. Default 5 minutes.
-	Window time.Duration
-	// Lockout is how long attempts are refused once engaged. Default 5 minutes.
-	Lockout time.Duration
-	// ExemptLoopback exempts 127.0.0.0/8 and ::1 from the per-IP count
-	// (the per-account count still applies).
-	ExemptLoopback bool
-	// Now is the clock (tests may replace it).
-	Now func() time.Time
-}
-
-// AuthLimiter counts failed logins per remote IP and per account in a
-// sliding window and refuses further attempts for a while once either
-// count reaches the limit (fail2ban-style, inside the server).
-type AuthLimiter struct {
-	opts AuthLimiterOptions
-
-	mu    sync.Mutex
-	state map[string]*failState
-}
-
-type failState struct {
-	failures    []time.Time
-	lockedUntil time.Time
-}
-
-// NewAuthLimiter returns a limiter with opts (defaults filled in).
-func NewAuthLimiter(opts AuthLimiterOptions) *AuthLimiter {
-	if opts.MaxFailures <= 0 {
-		opts.MaxFailures = 10
-	}
-	if opts.Window <= 0 {
-		opts.Window = 5 * time.Minute
-	}
-	if opts.Lockout <= 0 {
-		opts.Lockout = 5 * time.Minute
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	return &AuthLimiter{opts: opts, state: make(map[string]*failState)}
-}
-
-func (l *AuthLimiter) keys(ip, account string) []string {
-	var keys []string
-	if ip != "" && !(l.opts.ExemptLoopback && isLoopbackIP(ip)) {
-		keys = append(keys, "ip:"+ip)
-	}
-	if account != "" {
-		keys = append(keys, "acct:"+account)
-	}
-	return keys
-}
-
-// Allow implements LoginLimiter.
-func (l *AuthLimiter) Allow(ip, account string) bool {
-	now := l.opts.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, k := range l.keys(ip, account) {
-		if s := l.state[k]; s != nil && now.Before(s.lockedUntil) {
-			return false
-		}
-	}
-	return true
-}
-
-// Failed implements LoginLimiter.
-func (l *AuthLimiter) Failed(ip, account string) {
-	now := l.opts.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.state) > 100000 {
-		l.gc(now)
-	}
-	for _, k := range l.keys(ip, account) {
-		s := l.state[k]
-		if s == nil {
-			s = &failState{}
-			l.state[k] = s
-		}
-		cut := 0
-		for cut < len(s.failures) && now.Sub(s.failures[cut]) > l.opts.Window {
-			cut++
-		}
-		s.failures = append(s.failures[cut:], now)
-		if len(s.failures) >= l.opts.MaxFailures {
-			s.lockedUntil = now.Add(l.opts.Lockout)
-			s.failures = nil
-		}
-	}
-}
-
-// Succeeded implements LoginLimiter: a good login clears its IP's count.
-func (l *AuthLimiter) Succeeded(ip, account string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if s := l.state["ip:"+ip]; s != nil && s.lockedUntil.IsZero() {
-		delete(l.state, "ip:"+ip)
-	}
-}
-
-func (l *AuthLimiter) gc(now time.Time) {
-	for k, s := range l.state {
-		if now.After(s.lockedUntil) && (len(s.failures) == 0 || now.Sub(s.failures[len(s.failures)-1]) > l.opts.Window) {
-			delete(l.state, k)
-		}
-	}
-}
-
-func isLoopbackIP(ip string) bool {
-	return strings.HasPrefix(ip, "127.") || ip == "::1"
 }

@@ -67,6 +67,7 @@ var (
 	ErrTooBig            = errors.New("message too big")
 	ErrExists            = store.ErrExists
 	ErrNotFound          = store.ErrNotFound
+	ErrNoStore           = store.ErrNoStore
 )
 
 // Separator is the mailbox hierarchy separator.
@@ -106,8 +107,14 @@ type Options struct {
 	// Shards is how many mail files the accounts share (store.Options.Shards):
 	// 0 gives each account its own file.
 	Shards int
+	// DefaultQuota is the quota of accounts that have none of their own
+	// (Account.QuotaBytes or QuotaMessages 0); 0: no limit.
+	DefaultQuota Limits
 	// NoSync skips fsync (tests only).
 	NoSync bool
+	// MustExist makes New fail with ErrNoStore where DataDir holds no
+	// store, instead of creating one (for admin tools).
+	MustExist bool
 	// OnDeliver, if set, is called after every Deliver with its
 	// per-recipient results (nil: stored), e.g. to count deliveries for
 	// metrics. It runs on the delivering goroutine and must not block.
@@ -118,8 +125,9 @@ type Options struct {
 // LoginLimiter decides whether a login attempt may proceed and learns of
 // failures. It is satisfied by *AuthLimiter.
 type LoginLimiter interface {
-	// Allow reports whether an attempt from ip for account may be checked.
-	Allow(ip, account string) bool
+	// Allow reports whether an attempt from ip for account may be
+	// checked, and how long Login waits before checking it.
+	Allow(ip, account string) (wait time.Duration, ok bool)
 	// Failed records a failed attempt.
 	Failed(ip, account string)
 	// Succeeded records a successful attempt.
@@ -130,6 +138,7 @@ type LoginLimiter interface {
 type Backend struct {
 	opts  Options
 	store *store.Store
+	queue *store.Queue // the outbound queue (queue.go)
 	log   *slog.Logger
 	bus   *bus
 	auth  *loginCache
@@ -142,6 +151,8 @@ type Backend struct {
 	// gone holds, per account with live Users, a channel closed when the
 	// account is deleted, so sessions end instead of failing (User.Gone).
 	gone map[uint64]chan struct{}
+	// purgers delete each account's expunged bodies once no Pin needs them.
+	purgers map[uint64]*purger
 
 	inflight sync.WaitGroup
 }
@@ -163,7 +174,7 @@ func New(opts Options) (*Backend, error) {
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()
 	}
-	st, err := store.Open(store.Options{Dir: opts.DataDir, Shards: opts.Shards, NoSync: opts.NoSync, Logger: opts.Logger})
+	st, err := store.Open(store.Options{Dir: opts.DataDir, Shards: opts.Shards, NoSync: opts.NoSync, MustExist: opts.MustExist, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -171,17 +182,25 @@ func New(opts Options) (*Backend, error) {
 		st.Close()
 		return nil, fmt.Errorf("backend: %w", err)
 	}
+	q, err := store.OpenQueue(store.Options{Dir: opts.DataDir, NoSync: opts.NoSync, Logger: opts.Logger})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	b := &Backend{
 		opts:      opts,
 		store:     st,
+		queue:     q,
 		log:       opts.Logger,
 		bus:       newBus(),
 		auth:      newLoginCache(opts.LoginCacheTTL),
 		hashSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
 		pop3:      make(map[uint64]bool),
 		gone:      make(map[uint64]chan struct{}),
+		purgers:   make(map[uint64]*purger),
 	}
 	if err := b.loadDomains(); err != nil {
+		q.Close()
 		st.Close()
 		return nil, err
 	}
@@ -191,7 +210,7 @@ func New(opts Options) (*Backend, error) {
 // Close waits for in-flight deliveries and closes the store.
 func (b *Backend) Close() error {
 	b.inflight.Wait()
-	return b.store.Close()
+	return errors.Join(b.queue.Close(), b.store.Close())
 }
 
 // Hostname returns the configured host name.
@@ -273,6 +292,9 @@ func (b *Backend) CreateUser(ctx context.Context, address, password string) erro
 	if err != nil {
 		return err
 	}
+	if strings.HasPrefix(addr, "*@") {
+		return fmt.Errorf("%w: %q: \"*@domain\" is a catch-all, which can only be an alias", ErrInvalidAddress, addr)
+	}
 	if password == "" {
 		return ErrEmptyPassword
 	}
@@ -321,7 +343,8 @@ func (b *Backend) SetPassword(ctx context.Context, address, password string) err
 	return err
 }
 
-// UpdateAccount sets an account's quota and disabled state.
+// UpdateAccount sets an account's byte quota (see SetQuota) and disabled
+// state (see SetDisabled: mail is still accepted).
 func (b *Backend) UpdateAccount(ctx context.Context, address string, quotaBytes int64, disabled bool) error {
 	addr, err := NormalizeAddress(address)
 	if err != nil {
@@ -359,6 +382,7 @@ func (b *Backend) DeleteUser(ctx context.Context, address string) error {
 		close(c)
 		delete(b.gone, acct.ID)
 	}
+	delete(b.purgers, acct.ID)
 	b.mu.Unlock()
 	b.auth.forget(addr)
 	b.log.Info("account deleted", "account", addr)
@@ -402,9 +426,12 @@ func (b *Backend) DeleteAlias(ctx context.Context, alias string) error {
 // Aliases lists aliases and their targets, sorted by alias.
 func (b *Backend) Aliases(ctx context.Context) ([][2]string, error) { return b.store.Aliases() }
 
-// Backup writes a consistent copy of the whole store into dir while the
-// server runs. Restoring is copying the files back into an empty data_dir.
-func (b *Backend) Backup(ctx context.Context, dir string) error { return b.store.Backup(dir) }
+// Backup writes a consistent copy of the whole store, the outbound queue
+// included, into dir while the server runs, with a manifest
+// (store.Backup); store.Restore puts it back.
+func (b *Backend) Backup(ctx context.Context, dir string) error {
+	return b.store.Backup(dir, b.queue)
+}
 
 // user returns the User for an account record.
 func (b *Backend) user(acct store.Account) (*User, error) {
@@ -419,6 +446,7 @@ func (b *Backend) user(acct store.Account) (*User, error) {
 		b.gone[acct.ID] = gone
 	}
 	b.mu.Unlock()
+	b.purgerOf(acct.ID, ms) // the first User of the account empties what a restart left pending
 	return &User{b: b, acct: acct, ms: ms, gone: gone}, nil
 }
 

@@ -24,8 +24,12 @@ type Recipient struct {
 // ResolveRecipient checks a recipient address at RCPT time and finds the
 // account it delivers to: case-insensitively, through aliases, and with a
 // "+tag" subaddress (RFC 5233) removed when no account or alias carries the
-// full local part. Errors: ErrInvalidAddress, ErrRelayDenied (domain not
-// served), ErrNoSuchUser, ErrAccountDisabled, ErrOverQuota.
+// full local part. When nothing matches, a catch-all alias of the domain
+// ("*@domain", see CatchAll) takes the mail: it comes last, after accounts
+// and exact aliases, with and without the tag. Errors: ErrInvalidAddress,
+// ErrRelayDenied (domain not served), ErrNoSuchUser, ErrAccountDisabled
+// (disabled with mail refused; a disabled account still receives mail
+// otherwise), ErrOverQuota (at or over a limit already).
 func (b *Backend) ResolveRecipient(ctx context.Context, rcpt string) (Recipient, error) {
 	addr, err := NormalizeAddress(rcpt)
 	if err != nil {
@@ -39,9 +43,14 @@ func (b *Backend) ResolveRecipient(ctx context.Context, rcpt string) (Recipient,
 	if base, _, ok := strings.Cut(local, "+"); ok && base != "" {
 		candidates = append(candidates, base+"@"+domain)
 	}
+	// The catch-all is only an alias: "*@domain" itself is never an account.
+	candidates = append(candidates, CatchAll(domain))
 	for _, c := range candidates {
 		target := c
-		acct, err := b.store.Account(target)
+		acct, err := store.Account{}, error(store.ErrNotFound)
+		if !strings.HasPrefix(c, "*@") {
+			acct, err = b.store.Account(target)
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			if t, aerr := b.store.Alias(c); aerr == nil {
 				target = t
@@ -54,24 +63,23 @@ func (b *Backend) ResolveRecipient(ctx context.Context, rcpt string) (Recipient,
 		if err != nil {
 			return Recipient{}, err
 		}
-		if acct.Disabled {
+		if acct.Disabled && acct.RejectMail {
 			return Recipient{}, fmt.Errorf("%w: %s", ErrAccountDisabled, acct.Address)
 		}
-		if acct.QuotaBytes > 0 {
-			ms, err := b.store.Mailstore(acct.ID)
-			if err != nil {
-				return Recipient{}, err
-			}
-			if used, err := ms.AccountSize(); err != nil {
-				return Recipient{}, err
-			} else if used >= acct.QuotaBytes {
-				return Recipient{}, fmt.Errorf("%w: %s", ErrOverQuota, acct.Address)
-			}
+		if over, err := b.overQuota(acct); err != nil {
+			return Recipient{}, err
+		} else if over {
+			return Recipient{}, fmt.Errorf("%w: %s", ErrOverQuota, acct.Address)
 		}
 		return Recipient{Address: addr, Account: acct.Address, acct: acct}, nil
 	}
 	return Recipient{}, fmt.Errorf("%w: %s", ErrNoSuchUser, addr)
 }
+
+// CatchAll is the alias address that receives a domain's mail for which no
+// account or alias exists: "*@domain". Mail to it goes to its target
+// account like any alias's.
+func CatchAll(domain string) string { return "*@" + domain }
 
 // Deliver stores one message into the INBOX of every recipient's account and
 // returns one result per recipient, in order. A nil result means the message
@@ -125,11 +133,12 @@ func (b *Backend) deliverTo(acct store.Account, body, parsed []byte, now time.Ti
 	if err != nil {
 		return fmt.Errorf("deliver to %s: %w", acct.Address, err)
 	}
-	res, err := ms.Append(Inbox, store.NewMessage{Body: body, Parsed: parsed, InternalDate: now}, acct.QuotaBytes)
+	quota := b.limits(acct)
+	res, err := ms.Append(Inbox, store.NewMessage{Body: body, Parsed: parsed, InternalDate: now}, quota)
 	if errors.Is(err, store.ErrNotFound) {
 		// INBOX can never be deleted; recreate it if a damaged file lacks it.
 		if _, cerr := ms.CreateMailbox(Inbox, ""); cerr == nil || errors.Is(cerr, store.ErrExists) {
-			res, err = ms.Append(Inbox, store.NewMessage{Body: body, Parsed: parsed, InternalDate: now}, acct.QuotaBytes)
+			res, err = ms.Append(Inbox, store.NewMessage{Body: body, Parsed: parsed, InternalDate: now}, quota)
 		}
 	}
 	if err != nil {

@@ -1,38 +1,69 @@
 package backend
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
-	"mime"
 	"strings"
 	"time"
-
-	gomessage "github.com/emersion/go-message"
-	"github.com/emersion/go-message/mail"
-	"github.com/emersion/go-message/textproto"
 )
 
-// Address is one mailbox of an address list (RFC 5322 §3.4).
+// Address is one entry of an address list (RFC 5322 §3.4): a mailbox, or
+// a marker of group syntax. A group is sent in ENVELOPE as RFC 3501
+// §7.4.2 says: a start marker (GroupStart, the group's name in Mailbox,
+// everything else empty: NIL NIL "name" NIL), the members, and an end
+// marker (GroupEnd, all empty: NIL NIL NIL NIL).
 type Address struct {
-	Name    string `json:"n,omitempty"`
+	// Name is the display name as written: unquoted, whitespace collapsed,
+	// RFC 2047 words not decoded (ENVELOPE sends it so; DisplayName
+	// decodes it). A bare addr-spec's comment is its name.
+	Name string `json:"n,omitempty"`
+	// Route is the obsolete source route (RFC 5322 §4.4), e.g. "@a,@b":
+	// ENVELOPE's addr-adl.
+	Route   string `json:"r,omitempty"`
 	Mailbox string `json:"m,omitempty"`
-	Host    string `json:"h,omitempty"`
+	// Host is the domain. A malformed address gets MissingMailbox or
+	// MissingDomain rather than an empty part.
+	Host       string `json:"h,omitempty"`
+	GroupStart bool   `json:"gs,omitempty"`
+	GroupEnd   bool   `json:"ge,omitempty"`
+}
+
+// DisplayName returns Name with RFC 2047 words decoded.
+func (a *Address) DisplayName() string { return decodeWords(a.Name) }
+
+// Addr returns "mailbox@host", or "" for a group marker.
+func (a *Address) Addr() string {
+	if a.GroupStart || a.GroupEnd {
+		return ""
+	}
+	return a.Mailbox + "@" + a.Host
 }
 
 // Envelope is the summary of a message header that IMAP's ENVELOPE
-// (RFC 9051 §7.5.2) and search need. It is computed once, at delivery.
+// (RFC 3501 §7.4.2), SORT, THREAD and SEARCH need. It is computed once, at
+// delivery. Address lists are as in the header: ENVELOPE's defaults
+// (Sender and Reply-To from From) are the front end's.
 type Envelope struct {
-	Date      time.Time `json:"d,omitzero"`
-	Subject   string    `json:"s,omitempty"`
-	From      []Address `json:"f,omitempty"`
-	Sender    []Address `json:"se,omitempty"`
-	ReplyTo   []Address `json:"rt,omitempty"`
-	To        []Address `json:"t,omitempty"`
-	Cc        []Address `json:"c,omitempty"`
-	Bcc       []Address `json:"b,omitempty"`
-	InReplyTo []string  `json:"irt,omitempty"`
-	MessageID string    `json:"mid,omitempty"`
+	// Date is the parsed Date: field (zero if missing or unparsable).
+	Date time.Time `json:"d,omitzero"`
+	// Subject is decoded (RFC 2047).
+	Subject string    `json:"s,omitempty"`
+	From    []Address `json:"f,omitempty"`
+	Sender  []Address `json:"se,omitempty"`
+	ReplyTo []Address `json:"rt,omitempty"`
+	To      []Address `json:"t,omitempty"`
+	Cc      []Address `json:"c,omitempty"`
+	Bcc     []Address `json:"b,omitempty"`
+	// InReplyTo, MessageID and References hold message IDs without the
+	// angle brackets; References oldest first (RFC 5322 §3.6.4).
+	InReplyTo  []string `json:"irt,omitempty"`
+	MessageID  string   `json:"mid,omitempty"`
+	References []string `json:"ref,omitempty"`
+	// The fields as written (unfolded, first occurrence): ENVELOPE sends
+	// date, subject, in-reply-to and message-id verbatim.
+	RawDate      string `json:"rd,omitempty"`
+	RawSubject   string `json:"rs,omitempty"`
+	RawInReplyTo string `json:"rirt,omitempty"`
+	RawMessageID string `json:"rmid,omitempty"`
 }
 
 // Part is one node of a message's MIME structure, with byte offsets into the
@@ -78,8 +109,15 @@ func (p *Part) IsMessage() bool {
 	return p.Type == "message" && (p.Subtype == "rfc822" || p.Subtype == "global")
 }
 
+// parsedVersion is the version of the parsed form that ParseMessage
+// writes. Records stored by an older Roost (version 0: no groups, raw
+// fields or References) still decode; User.Parsed parses those messages
+// again rather than serve them incomplete.
+const parsedVersion = 1
+
 // Parsed is what Roost stores beside each raw message.
 type Parsed struct {
+	Version  int      `json:"v,omitempty"`
 	Envelope Envelope `json:"env"`
 	Root     Part     `json:"root"`
 	// BareLF counts line feeds not preceded by a carriage return, and
@@ -102,17 +140,15 @@ func (p *Parsed) CRLFSize(size int64) int64 {
 	return n
 }
 
-func (p *Parsed) marshal() []byte {
-	b, _ := json.Marshal(p)
-	return b
-}
-
 // ParseMessage computes the envelope and MIME structure of a raw message.
 // It never fails: malformed input gets the most sensible structure, as a
-// reader would see it.
+// reader would see it. It runs in time linear in the message (each part's
+// header and body are scanned a bounded number of times, nesting is
+// bounded by maxDepth, and the parts by maxParts).
 func ParseMessage(raw []byte) *Parsed {
-	root, h := parsePart(raw, 0, int64(len(raw)), false, 0)
-	p := &Parsed{Envelope: envelopeOf(h), Root: root}
+	budget := maxParts
+	root, h := parsePart(raw, 0, int64(len(raw)), false, 0, &budget)
+	p := &Parsed{Version: parsedVersion, Envelope: envelopeOf(h), Root: root}
 	p.BareLF = int64(bytes.Count(raw, []byte("\n")) - bytes.Count(raw, []byte("\r\n")))
 	p.Unterminated = len(raw) > 0 && raw[len(raw)-1] != '\n'
 	return p
@@ -120,6 +156,11 @@ func ParseMessage(raw []byte) *Parsed {
 
 // maxDepth bounds MIME nesting, against hostile messages.
 const maxDepth = 50
+
+// maxParts bounds the parts of one message: a hostile message of empty
+// parts ("--b\r\n" repeated) would otherwise store a structure many times
+// its own size. Parts beyond it are left inside their parent's body.
+const maxParts = 10000
 
 // headerEnd returns the offset where the header starting at start ends (just
 // after the blank line) and where the body starts.
@@ -143,45 +184,32 @@ func headerEnd(raw []byte, start, end int64) (body int64) {
 	return end
 }
 
-func parseHeader(b []byte) textproto.Header {
-	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(b)))
-	return h
-}
-
-func parsePart(raw []byte, start, end int64, inDigest bool, depth int) (Part, textproto.Header) {
+func parsePart(raw []byte, start, end int64, inDigest bool, depth int, budget *int) (Part, header) {
 	bodyStart := headerEnd(raw, start, end)
-	th := parseHeader(raw[start:bodyStart])
-	h := gomessage.Header{Header: th}
+	h := readHeader(raw[start:bodyStart])
 	p := Part{HeaderStart: start, BodyStart: bodyStart, End: end}
 
-	mediaType, params, err := h.ContentType()
-	if th.Get("Content-Type") == "" || err != nil || !strings.Contains(mediaType, "/") {
+	mediaType, params, ok := parseContentType(h.get("Content-Type"))
+	if !ok {
 		// RFC 2045 §5.2: default, except in a multipart/digest (RFC 2046 §5.1.5).
 		mediaType, params = "text/plain", map[string]string{"charset": "us-ascii"}
 		if inDigest {
 			mediaType, params = "message/rfc822", nil
 		}
 	}
-	p.Type, p.Subtype, _ = strings.Cut(strings.ToLower(mediaType), "/")
+	p.Type, p.Subtype, _ = strings.Cut(mediaType, "/")
 	if len(params) > 0 {
 		p.Params = params
 	}
-	p.ID = th.Get("Content-Id")
-	p.Description = th.Get("Content-Description")
-	p.Encoding = th.Get("Content-Transfer-Encoding")
-	p.MD5 = th.Get("Content-Md5")
-	p.Location = th.Get("Content-Location")
-	if v := th.Get("Content-Disposition"); v != "" {
-		if d, dp, err := mime.ParseMediaType(v); err == nil {
-			p.Disposition = d
-			if len(dp) > 0 {
-				p.DispositionParams = dp
-			}
-		} else {
-			p.Disposition = strings.ToLower(strings.TrimSpace(strings.SplitN(v, ";", 2)[0]))
-		}
+	p.ID = h.get("Content-Id")
+	p.Description = h.get("Content-Description")
+	p.Encoding = h.get("Content-Transfer-Encoding")
+	p.MD5 = h.get("Content-Md5")
+	p.Location = h.get("Content-Location")
+	if v := h.get("Content-Disposition"); v != "" {
+		p.Disposition, p.DispositionParams = parseDisposition(v)
 	}
-	if v := th.Get("Content-Language"); v != "" {
+	if v := h.get("Content-Language"); v != "" {
 		for _, l := range strings.Split(v, ",") {
 			if l = strings.TrimSpace(l); l != "" {
 				p.Language = append(p.Language, l)
@@ -195,8 +223,8 @@ func parsePart(raw []byte, start, end int64, inDigest bool, depth int) (Part, te
 			p.Lines++
 		}
 	}
-	if depth >= maxDepth {
-		return p, th
+	if depth >= maxDepth || *budget <= 0 {
+		return p, h
 	}
 	switch {
 	case p.Type == "multipart":
@@ -205,16 +233,21 @@ func parsePart(raw []byte, start, end int64, inDigest bool, depth int) (Part, te
 			break
 		}
 		for _, r := range splitMultipart(raw, bodyStart, end, boundary) {
-			child, _ := parsePart(raw, r[0], r[1], p.Subtype == "digest", depth+1)
+			if *budget <= 0 {
+				break
+			}
+			*budget--
+			child, _ := parsePart(raw, r[0], r[1], p.Subtype == "digest", depth+1, budget)
 			p.Parts = append(p.Parts, child)
 		}
 	case p.IsMessage():
-		child, ch := parsePart(raw, bodyStart, end, false, depth+1)
+		*budget--
+		child, ch := parsePart(raw, bodyStart, end, false, depth+1, budget)
 		env := envelopeOf(ch)
 		p.Envelope = &env
 		p.Parts = []Part{child}
 	}
-	return p, th
+	return p, h
 }
 
 // splitMultipart returns the [start,end) ranges of the body parts of a
@@ -261,35 +294,26 @@ func splitMultipart(raw []byte, start, end int64, boundary string) [][2]int64 {
 	return out
 }
 
-func envelopeOf(th textproto.Header) Envelope {
-	mh := mail.Header{Header: gomessage.Header{Header: th}}
+func envelopeOf(h header) Envelope {
 	var env Envelope
-	env.Date, _ = mh.Date()
-	if s, err := mh.Subject(); err == nil {
-		env.Subject = s
-	} else {
-		env.Subject = th.Get("Subject")
+	env.RawDate = h.get("Date")
+	if env.RawDate != "" {
+		env.Date = parseDate(env.RawDate)
 	}
-	env.From = addressList(mh, "From")
-	env.Sender = addressList(mh, "Sender")
-	env.ReplyTo = addressList(mh, "Reply-To")
-	env.To = addressList(mh, "To")
-	env.Cc = addressList(mh, "Cc")
-	env.Bcc = addressList(mh, "Bcc")
-	env.InReplyTo, _ = mh.MsgIDList("In-Reply-To")
-	env.MessageID, _ = mh.MessageID()
+	env.RawSubject = h.get("Subject")
+	env.Subject = decodeWords(env.RawSubject)
+	env.From = ParseAddressList(h.get("From"))
+	env.Sender = ParseAddressList(h.get("Sender"))
+	env.ReplyTo = ParseAddressList(h.get("Reply-To"))
+	env.To = ParseAddressList(h.get("To"))
+	env.Cc = ParseAddressList(h.get("Cc"))
+	env.Bcc = ParseAddressList(h.get("Bcc"))
+	env.RawInReplyTo = h.get("In-Reply-To")
+	env.InReplyTo = messageIDs(env.RawInReplyTo)
+	env.RawMessageID = h.get("Message-Id")
+	if ids := messageIDs(env.RawMessageID); len(ids) > 0 {
+		env.MessageID = ids[0]
+	}
+	env.References = messageIDs(h.get("References"))
 	return env
-}
-
-func addressList(mh mail.Header, key string) []Address {
-	list, err := mh.AddressList(key)
-	if err != nil || len(list) == 0 {
-		return nil
-	}
-	out := make([]Address, 0, len(list))
-	for _, a := range list {
-		mbox, host, _ := strings.Cut(a.Address, "@")
-		out = append(out, Address{Name: a.Name, Mailbox: mbox, Host: host})
-	}
-	return out
 }

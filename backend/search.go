@@ -1,34 +1,39 @@
 package backend
 
 import (
-	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"io"
-	"mime"
+	"mime/quotedprintable"
 	"strings"
 	"time"
 
 	gomessage "github.com/emersion/go-message"
-	_ "github.com/emersion/go-message/charset" // decode non-UTF-8 text for BODY/TEXT search
-	"github.com/emersion/go-message/textproto"
 )
 
 // UIDRange is an inclusive range of UIDs.
 type UIDRange struct{ Start, Stop uint32 }
 
-// HeaderMatch matches messages that have header Key whose (decoded) value
-// contains Value, case-insensitively. An empty Value matches any message
-// that has the header (RFC 9051 §6.4.4).
+// HeaderMatch matches messages that have header Key whose value, RFC 2047
+// words decoded, contains Value, case-insensitively. An empty Value matches
+// any message that has the header (RFC 9051 §6.4.4).
 type HeaderMatch struct{ Key, Value string }
 
 // SearchCriteria select messages; every set field must match (AND).
-// Dates compare by calendar day, as IMAP SEARCH does.
+// Dates compare by calendar day, as IMAP SEARCH does; strings match as
+// case-insensitive substrings. Session state (RECENT, NEW, sequence
+// numbers, $ of SEARCHRES) is the front end's: it turns them into UIDs.
 type SearchCriteria struct {
 	UIDs [][]UIDRange // the UID must be in each set
 
 	Since, Before, On             time.Time // internal date
 	SentSince, SentBefore, SentOn time.Time // Date: header
+
+	// From, To, Cc and Bcc match the addresses of those fields as a reader
+	// sees them: "Display Name <mailbox@host>" with RFC 2047 words decoded,
+	// group syntax as "group: members;" (as Dovecot matches them).
+	From, To, Cc, Bcc []string
 
 	Header []HeaderMatch
 	Body   []string // in the decoded text of the body
@@ -38,7 +43,11 @@ type SearchCriteria struct {
 	NotFlag []string // has none of these flags
 
 	Larger, Smaller int64 // RFC822.SIZE > Larger, < Smaller (0: unset)
-	ModSeq          uint64
+	// ModSeq: the message's modseq is at least this (RFC 7162 §3.1.5; 0:
+	// unset). Roost keeps one modseq per message, not per flag, so the
+	// criterion's entry name and type are for the front end to accept and
+	// ignore, as §3.1.5 allows.
+	ModSeq uint64
 
 	Not []SearchCriteria
 	Or  [][2]SearchCriteria
@@ -46,70 +55,177 @@ type SearchCriteria struct {
 
 // Search returns the UIDs of the mailbox's messages that match c, ascending.
 func (u *User) Search(ctx context.Context, mailboxID uint64, c *SearchCriteria) ([]uint32, error) {
-	min, max := uint32(1), ^uint32(0)
-	if len(c.UIDs) > 0 {
-		min, max = rangeBounds(c.UIDs[0])
+	uids, _, err := u.SearchModSeq(ctx, mailboxID, c)
+	return uids, err
+}
+
+// SearchModSeq is Search that also returns the highest modseq of the
+// messages found (0 if none): SEARCH's "(MODSEQ n)" and ESEARCH's MODSEQ
+// (RFC 7162 §3.1.5, RFC 4731). It costs time and memory linear in the
+// mailbox and the messages it must read, and stops with ctx's error when
+// ctx is done.
+func (u *User) SearchModSeq(ctx context.Context, mailboxID uint64, c *SearchCriteria) (uids []uint32, highestModSeq uint64, err error) {
+	err = u.scan(ctx, mailboxID, c, needOf(c), func(mc *matchCtx) error {
+		uids = append(uids, mc.msg.UID)
+		highestModSeq = max(highestModSeq, mc.msg.ModSeq)
+		return nil
+	})
+	return uids, highestModSeq, err
+}
+
+// need says what a criterion reads beyond the message record.
+type need uint8
+
+const (
+	needRecord   need = iota // flags, UID, size, dates, modseq
+	needEnvelope             // the parsed form stored at delivery
+	needRaw                  // the raw message (header fields, body text)
+)
+
+func needOf(c *SearchCriteria) need {
+	if c == nil {
+		return needRecord
 	}
-	if recordOnly(c) {
-		// Every criterion reads the message record alone (flags, UID,
-		// size, dates, modseq: UNSEEN, DELETED, ...): match during the scan,
-		// without keeping the records or loading anything else.
-		var out []uint32
-		n := 0
-		err := u.Messages(mailboxID, min, max, func(m Message) error {
-			if n++; n%4096 == 0 && ctx.Err() != nil {
+	n := needRecord
+	if len(c.Header) > 0 || len(c.Body) > 0 || len(c.Text) > 0 {
+		return needRaw
+	}
+	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() || !c.SentOn.IsZero() ||
+		len(c.From) > 0 || len(c.To) > 0 || len(c.Cc) > 0 || len(c.Bcc) > 0 {
+		n = needEnvelope
+	}
+	for i := range c.Not {
+		n = max(n, needOf(&c.Not[i]))
+	}
+	for i := range c.Or {
+		n = max(n, needOf(&c.Or[i][0]), needOf(&c.Or[i][1]))
+	}
+	return n
+}
+
+// parsedBatch is how many parsed forms one read transaction loads.
+const parsedBatch = 1024
+
+// scan calls fn, in UID order, for every message of the mailbox that
+// matches c (nil: every message), with the message's parsed form loaded if
+// at least want is asked (for sort keys).
+func (u *User) scan(ctx context.Context, mailboxID uint64, c *SearchCriteria, want need, fn func(mc *matchCtx) error) error {
+	lo, hi := uint32(1), ^uint32(0)
+	if c != nil && len(c.UIDs) > 0 {
+		lo, hi = rangeBounds(c.UIDs[0])
+	}
+	n := needOf(c)
+	if n == needRecord && want == needRecord {
+		// Every criterion reads the record alone (UNSEEN, DELETED, ...):
+		// match during the scan, keeping nothing else.
+		i := 0
+		var mc matchCtx // one for all: fn must not keep it
+		return u.Messages(mailboxID, lo, hi, func(m Message) error {
+			if i++; i%4096 == 0 && ctx.Err() != nil {
 				return ctx.Err()
 			}
-			mc := matchCtx{u: u, msg: &m}
-			if mc.match(c) {
-				out = append(out, m.UID)
+			mc = matchCtx{u: u, msg: &m}
+			if c == nil || mc.match(c) {
+				return fn(&mc)
 			}
+			return nil
+		})
+	}
+	// Otherwise narrow by the record first, then load parsed forms in
+	// batches, one read transaction each. One matchCtx serves every
+	// message: fn must not keep it, nor the parsed form it holds.
+	var (
+		msgs []Message
+		eb   envelopeBatch
+		mc   matchCtx
+	)
+	if mb, err := u.ms.MailboxByID(mailboxID); err == nil {
+		msgs = make([]Message, 0, mb.Messages)
+	}
+	err := u.Messages(mailboxID, lo, hi, func(m Message) error {
+		if c != nil && n == needRecord {
+			if mc := (matchCtx{u: u, msg: &m}); !mc.match(c) {
+				return nil
+			}
+		}
+		msgs = append(msgs, m)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if n == needRecord {
+		c = nil // already matched
+	}
+	for start := 0; start < len(msgs); start += parsedBatch {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		batch := msgs[start:min(start+parsedBatch, len(msgs))]
+		parsed, err := u.parsedOf(batch, max(n, want) == needRaw, &eb)
+		if err != nil {
+			return err
+		}
+		for i := range batch {
+			if n == needRaw && i%64 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			mc = matchCtx{u: u, msg: &batch[i], parsed: parsed[i]}
+			if c == nil || mc.match(c) {
+				if err := fn(&mc); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// parsedOf returns the parsed forms of msgs, read in one transaction; with
+// full false only their envelopes (Root left zero). A message expunged
+// meanwhile gets an empty form (it matches only criteria on its record), as
+// it would have a moment earlier.
+func (u *User) parsedOf(msgs []Message, full bool, eb *envelopeBatch) ([]*Parsed, error) {
+	blobs := make([]uint64, len(msgs))
+	for i := range msgs {
+		blobs[i] = msgs[i].BlobID
+	}
+	var out []*Parsed
+	if !full {
+		err := u.ms.ParsedEach(blobs, func(i int, raw []byte) error {
+			eb.add(raw)
 			return nil
 		})
 		if err != nil {
 			return nil, err
 		}
-		return out, nil
-	}
-	var msgs []Message
-	err := u.Messages(mailboxID, min, max, func(m Message) error {
-		msgs = append(msgs, m)
+		out = eb.decode()
+	} else if err := u.ms.ParsedEach(blobs, func(i int, raw []byte) error {
+		if out == nil {
+			out = make([]*Parsed, len(msgs))
+		}
+		if raw == nil {
+			out[i] = &Parsed{Version: parsedVersion}
+			return nil
+		}
+		p, err := unmarshalParsed(raw)
+		if err != nil {
+			out[i] = &Parsed{Version: parsedVersion}
+			return nil
+		}
+		out[i] = p
 		return nil
-	})
-	if err != nil {
+	}); err != nil {
 		return nil, err
 	}
-	var out []uint32
-	for i := range msgs {
-		if i%256 == 0 && ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		mc := &matchCtx{u: u, msg: &msgs[i]}
-		if mc.match(c) {
-			out = append(out, msgs[i].UID)
+	for i, p := range out {
+		if p.Version < parsedVersion {
+			if np, err := u.reparse(&msgs[i]); err == nil {
+				out[i] = np
+			}
 		}
 	}
 	return out, nil
-}
-
-// recordOnly reports whether c can be decided from the message record
-// alone: no header, body or envelope criterion at any depth.
-func recordOnly(c *SearchCriteria) bool {
-	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() || !c.SentOn.IsZero() ||
-		len(c.Header) > 0 || len(c.Body) > 0 || len(c.Text) > 0 {
-		return false
-	}
-	for i := range c.Not {
-		if !recordOnly(&c.Not[i]) {
-			return false
-		}
-	}
-	for i := range c.Or {
-		if !recordOnly(&c.Or[i][0]) || !recordOnly(&c.Or[i][1]) {
-			return false
-		}
-	}
-	return true
 }
 
 func rangeBounds(set []UIDRange) (uint32, uint32) {
@@ -127,81 +243,51 @@ func rangeBounds(set []UIDRange) (uint32, uint32) {
 	return lo, hi
 }
 
-// matchCtx evaluates criteria against one message, loading its parsed form,
-// header and body at most once and only when a criterion needs them.
+// matchCtx evaluates criteria against one message, loading its raw form
+// at most once and only when a criterion needs it.
 type matchCtx struct {
 	u      *User
 	msg    *Message
 	parsed *Parsed
-	header textproto.Header
 	raw    []byte
-	text   string // decoded body text, lower case
-	failed bool
+	loaded bool
+	hdr    header
+	// Lower-cased texts, computed on first use.
+	headerText, bodyText string
+	haveHeader, haveBody bool
+	// Address lists as search matches them, lower case, by addrField.
+	addrText [4]string
+	haveAddr [4]bool
 }
 
-func (mc *matchCtx) loadParsed() *Parsed {
-	if mc.parsed == nil && !mc.failed {
-		p, err := mc.u.Parsed(mc.msg)
-		if err != nil {
-			mc.failed = true
-			return &Parsed{}
-		}
-		mc.parsed = p
-	}
-	if mc.parsed == nil {
-		return &Parsed{}
-	}
-	return mc.parsed
-}
+// The address fields SEARCH matches (FROM, TO, CC, BCC), indexing
+// matchCtx.addrText.
+const (
+	addrFrom = iota
+	addrTo
+	addrCc
+	addrBcc
+)
 
 func (mc *matchCtx) loadRaw() []byte {
-	if mc.raw == nil && !mc.failed {
-		b, err := mc.u.ReadBody(mc.msg)
-		if err != nil {
-			mc.failed = true
-		}
-		mc.raw = b
+	if !mc.loaded {
+		mc.loaded = true
+		mc.raw, _ = mc.u.ReadBody(mc.msg) // an expunged message has no text
 	}
 	return mc.raw
 }
 
-func (mc *matchCtx) loadHeader() textproto.Header {
-	if mc.header.Len() == 0 {
-		end := mc.loadParsed().Root.BodyStart
-		r := io.NewSectionReader(mc.u.OpenBody(mc.msg), 0, end)
-		mc.header, _ = textproto.ReadHeader(bufio.NewReader(r))
-	}
-	return mc.header
-}
-
-func (mc *matchCtx) bodyText() string {
-	if mc.text == "" {
-		var sb strings.Builder
-		if e, err := gomessage.Read(bytes.NewReader(mc.loadRaw())); e != nil && (err == nil || gomessage.IsUnknownCharset(err) || gomessage.IsUnknownEncoding(err)) {
-			e.Walk(func(path []int, part *gomessage.Entity, err error) error {
-				if err != nil {
-					return nil
-				}
-				t, _, _ := part.Header.ContentType()
-				if t == "" || strings.HasPrefix(t, "text/") {
-					b, _ := io.ReadAll(io.LimitReader(part.Body, 16<<20))
-					sb.Write(b)
-					sb.WriteByte('\n')
-				}
-				return nil
-			})
-		} else {
-			raw := mc.loadRaw()
-			sb.Write(raw[min(int64(len(raw)), mc.loadParsed().Root.BodyStart):])
+func (mc *matchCtx) header() header {
+	if mc.hdr == nil {
+		raw := mc.loadRaw()
+		end := min(int64(len(raw)), mc.parsed.Root.BodyStart)
+		mc.hdr = readHeader(raw[:end])
+		if mc.hdr == nil {
+			mc.hdr = header{}
 		}
-		mc.text = strings.ToLower(sb.String()) + " "
 	}
-	return mc.text
+	return mc.hdr
 }
-
-var wordDecoder = mime.WordDecoder{CharsetReader: func(charset string, input io.Reader) (io.Reader, error) {
-	return gomessage.CharsetReader(charset, input)
-}}
 
 func containsFold(hay, needle string) bool {
 	return strings.Contains(strings.ToLower(hay), strings.ToLower(needle))
@@ -238,9 +324,16 @@ func (mc *matchCtx) match(c *SearchCriteria) bool {
 		return false
 	}
 	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() || !c.SentOn.IsZero() {
-		d := mc.loadParsed().Envelope.Date
+		d := mc.parsed.Envelope.Date
 		if d.IsZero() || !dateMatch(d, c.SentSince, c.SentBefore, c.SentOn) {
 			return false
+		}
+	}
+	for field, needles := range [...][]string{addrFrom: c.From, addrTo: c.To, addrCc: c.Cc, addrBcc: c.Bcc} {
+		for _, s := range needles {
+			if !strings.Contains(mc.addresses(field), strings.ToLower(s)) {
+				return false
+			}
 		}
 	}
 	for _, h := range c.Header {
@@ -249,12 +342,13 @@ func (mc *matchCtx) match(c *SearchCriteria) bool {
 		}
 	}
 	for _, s := range c.Body {
-		if !strings.Contains(mc.bodyText(), strings.ToLower(s)) {
+		if !strings.Contains(mc.body(), strings.ToLower(s)) {
 			return false
 		}
 	}
 	for _, s := range c.Text {
-		if !containsFold(mc.headerText(), s) && !strings.Contains(mc.bodyText(), strings.ToLower(s)) {
+		s = strings.ToLower(s)
+		if !strings.Contains(mc.headers(), s) && !strings.Contains(mc.body(), s) {
 			return false
 		}
 	}
@@ -271,40 +365,183 @@ func (mc *matchCtx) match(c *SearchCriteria) bool {
 	return true
 }
 
-func (mc *matchCtx) headerText() string {
+func (mc *matchCtx) parsedEnv() *Envelope {
+	if mc.parsed == nil {
+		return &Envelope{}
+	}
+	return &mc.parsed.Envelope
+}
+
+// addresses returns an address list (addrFrom...) as search matches it,
+// lower case.
+func (mc *matchCtx) addresses(field int) string {
+	if !mc.haveAddr[field] {
+		env := mc.parsedEnv()
+		list := [...][]Address{addrFrom: env.From, addrTo: env.To, addrCc: env.Cc, addrBcc: env.Bcc}[field]
+		mc.addrText[field] = strings.ToLower(AddressText(list))
+		mc.haveAddr[field] = true
+	}
+	return mc.addrText[field]
+}
+
+// AddressText writes an address list as a reader sees it, display names
+// decoded: `Name <mailbox@host>, other@host, group: a@b, c@d;`. SEARCH
+// FROM/TO/CC/BCC match in it.
+func AddressText(list []Address) string {
 	var sb strings.Builder
-	h := mc.loadHeader()
-	for f := h.Fields(); f.Next(); {
-		v, err := wordDecoder.DecodeHeader(f.Value())
-		if err != nil {
-			v = f.Value()
+	inGroup, first := false, true
+	for i := range list {
+		a := &list[i]
+		switch {
+		case a.GroupStart:
+			if !first {
+				sb.WriteString(", ")
+			}
+			sb.WriteString(decodeWords(a.Mailbox))
+			sb.WriteString(": ")
+			inGroup, first = true, true
+			continue
+		case a.GroupEnd:
+			sb.WriteString(";")
+			inGroup, first = false, false
+			continue
 		}
-		sb.WriteString(f.Key())
-		sb.WriteString(": ")
-		sb.WriteString(v)
-		sb.WriteString("\n")
+		if !first {
+			sb.WriteString(", ")
+		}
+		first = false
+		if name := a.DisplayName(); name != "" {
+			sb.WriteString(name)
+			sb.WriteString(" <")
+			sb.WriteString(a.Addr())
+			sb.WriteString(">")
+		} else {
+			sb.WriteString(a.Addr())
+		}
+	}
+	if inGroup {
+		sb.WriteString(";")
 	}
 	return sb.String()
 }
 
 func (mc *matchCtx) headerMatch(hm HeaderMatch) bool {
-	h := mc.loadHeader()
-	fields := h.FieldsByKey(hm.Key)
 	found := false
-	for fields.Next() {
+	for _, f := range mc.header() {
+		if !strings.EqualFold(f.name, hm.Key) {
+			continue
+		}
 		found = true
 		if hm.Value == "" {
 			return true
 		}
-		v, err := wordDecoder.DecodeHeader(fields.Value())
-		if err != nil {
-			v = fields.Value()
-		}
-		if containsFold(v, hm.Value) {
+		if containsFold(decodeWords(unfold(f.value)), hm.Value) {
 			return true
 		}
 	}
 	return found && hm.Value == ""
+}
+
+// headers returns every header of the message and of its parts, RFC 2047
+// words decoded, lower case: what TEXT searches beside the body.
+func (mc *matchCtx) headers() string {
+	if !mc.haveHeader {
+		mc.haveHeader = true
+		var sb strings.Builder
+		raw := mc.loadRaw()
+		walkParts(&mc.parsed.Root, func(p *Part) {
+			if p.HeaderStart >= p.BodyStart || p.BodyStart > int64(len(raw)) {
+				return
+			}
+			for _, f := range readHeader(raw[p.HeaderStart:p.BodyStart]) {
+				sb.WriteString(f.name)
+				sb.WriteString(": ")
+				sb.WriteString(decodeWords(unfold(f.value)))
+				sb.WriteByte('\n')
+			}
+		})
+		mc.headerText = strings.ToLower(sb.String())
+	}
+	return mc.headerText
+}
+
+// maxDecodedPart bounds the text taken from one part for BODY and TEXT.
+const maxDecodedPart = 16 << 20
+
+// body returns the text of the message's text parts, transfer encoding
+// and charset decoded (RFC 2045 §6, RFC 2046 §4.1.2), lower case: what
+// BODY searches, as Dovecot does. Other parts (images, archives) are not
+// searched.
+func (mc *matchCtx) body() string {
+	if !mc.haveBody {
+		mc.haveBody = true
+		var sb strings.Builder
+		raw := mc.loadRaw()
+		walkParts(&mc.parsed.Root, func(p *Part) {
+			if p.IsMultipart() && len(p.Parts) > 0 || p.IsMessage() && len(p.Parts) > 0 {
+				return // its children are walked
+			}
+			if p.Type != "text" && !p.IsMultipart() && !p.IsMessage() {
+				return
+			}
+			if p.BodyStart > p.End || p.End > int64(len(raw)) {
+				return
+			}
+			sb.Write(decodeText(raw[p.BodyStart:p.End], p.Encoding, p.Params["charset"]))
+			sb.WriteByte('\n')
+		})
+		mc.bodyText = strings.ToLower(sb.String())
+	}
+	return mc.bodyText
+}
+
+func walkParts(p *Part, fn func(*Part)) {
+	fn(p)
+	for i := range p.Parts {
+		walkParts(&p.Parts[i], fn)
+	}
+}
+
+// decodeText undoes a part's transfer encoding and converts its charset
+// to UTF-8; what cannot be decoded is used as it is.
+func decodeText(b []byte, encoding, charset string) []byte {
+	var r io.Reader = bytes.NewReader(b)
+	switch strings.ToLower(strings.TrimSpace(encoding)) {
+	case "base64":
+		r = base64.NewDecoder(base64.StdEncoding, &base64Cleaner{r: r})
+	case "quoted-printable":
+		r = quotedprintable.NewReader(r)
+	}
+	if cs := strings.ToLower(charset); cs != "" && cs != "utf-8" && cs != "us-ascii" {
+		if cr, err := gomessage.CharsetReader(cs, r); err == nil {
+			r = cr
+		}
+	}
+	out, _ := io.ReadAll(io.LimitReader(r, maxDecodedPart))
+	if len(out) == 0 && len(b) > 0 {
+		return b[:min(len(b), maxDecodedPart)]
+	}
+	return out
+}
+
+// base64Cleaner drops what is not base64 alphabet (line breaks, stray
+// characters) before decoding, as RFC 2045 §6.8 says decoders must.
+type base64Cleaner struct{ r io.Reader }
+
+func (c *base64Cleaner) Read(p []byte) (int, error) {
+	for {
+		n, err := c.r.Read(p)
+		j := 0
+		for _, b := range p[:n] {
+			if b >= 'A' && b <= 'Z' || b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '+' || b == '/' || b == '=' {
+				p[j] = b
+				j++
+			}
+		}
+		if j > 0 || err != nil {
+			return j, err
+		}
+	}
 }
 
 func dateMatch(t, since, before, on time.Time) bool {

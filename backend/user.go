@@ -2,11 +2,11 @@ package backend
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -20,6 +20,9 @@ type User struct {
 	acct store.Account
 	ms   *store.Mailstore
 	gone chan struct{}
+
+	mu   sync.Mutex
+	pins map[*Pin]struct{} // open Pins taken through this handle; Release closes them
 }
 
 // Gone is closed when the account is deleted (Backend.DeleteUser): a
@@ -30,9 +33,20 @@ func (u *User) Gone() <-chan struct{} { return u.gone }
 // Release tells the backend a session is done with this handle, so the
 // account's mail file may be closed when idle or removed once the account
 // is deleted. Sessions (IMAP, POP3, submission) call it exactly when they
-// end; it is safe to call more than once. (Until the store closes idle
-// files, there is nothing to release yet.)
-func (u *User) Release() {}
+// end; it is safe to call more than once. It closes the Pins the session
+// left open, so that a session that ends abruptly cannot keep expunged
+// bodies for good.
+func (u *User) Release() {
+	u.mu.Lock()
+	pins := make([]*Pin, 0, len(u.pins))
+	for p := range u.pins {
+		pins = append(pins, p)
+	}
+	u.mu.Unlock()
+	for _, p := range pins {
+		p.Close()
+	}
+}
 
 // Address returns the account's address.
 func (u *User) Address() string { return u.acct.Address }
@@ -40,8 +54,8 @@ func (u *User) Address() string { return u.acct.Address }
 // ID returns the account's numeric ID.
 func (u *User) ID() uint64 { return u.acct.ID }
 
-// QuotaBytes returns the account's quota (0: none).
-func (u *User) QuotaBytes() int64 { return u.acct.QuotaBytes }
+// QuotaBytes returns the account's byte quota in force (0: none).
+func (u *User) QuotaBytes() int64 { return u.b.limits(u.acct).Bytes }
 
 // UsedBytes returns the total size of the account's messages.
 func (u *User) UsedBytes() (int64, error) { return u.ms.AccountSize() }
@@ -53,9 +67,11 @@ type Quota struct {
 	UsedMessages, LimitMessages int64
 }
 
-// Quota returns the account's usage against its limits.
+// Quota returns the account's usage against its limits in force (its own,
+// or the default).
 func (u *User) Quota() (Quota, error) {
-	q := Quota{LimitBytes: u.acct.QuotaBytes, LimitMessages: u.acct.QuotaMessages}
+	l := u.limits()
+	q := Quota{LimitBytes: l.Bytes, LimitMessages: l.Messages}
 	var err error
 	if q.UsedBytes, err = u.ms.AccountSize(); err != nil {
 		return q, fmt.Errorf("quota of %s: %w", u.acct.Address, err)
@@ -68,6 +84,16 @@ func (u *User) Quota() (Quota, error) {
 		q.UsedMessages += int64(mb.Messages)
 	}
 	return q, nil
+}
+
+// limits returns the account's quota in force now: read afresh, so that a
+// change (roost user quota) applies to sessions already logged in.
+func (u *User) limits() store.Limits {
+	acct := u.acct
+	if a, err := u.b.store.Account(u.acct.Address); err == nil {
+		acct = a
+	}
+	return u.b.limits(acct)
 }
 
 // NormalizeMailboxName checks a mailbox name and returns its canonical form:
@@ -100,6 +126,8 @@ func mapStoreErr(err error, name string) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, store.ErrExpunged):
+		return err
 	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("%w: %s", ErrNoSuchMailbox, name)
 	case errors.Is(err, store.ErrExists):
@@ -161,6 +189,7 @@ func (u *User) DeleteMailbox(name string) error {
 	if err := u.ms.DeleteMailbox(n); err != nil {
 		return mapStoreErr(err, n)
 	}
+	u.b.purgerOf(u.acct.ID, u.ms).expunged()
 	u.b.bus.notify(u.acct.ID, mb.ID)
 	return nil
 }
@@ -238,7 +267,7 @@ func (u *User) renameInbox(to string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := u.ms.Copy(inbox.ID, uids, dst.ID, true, 0); err != nil {
+	if _, err := u.ms.Copy(inbox.ID, uids, dst.ID, true, store.Limits{}); err != nil {
 		return err
 	}
 	u.b.bus.notify(u.acct.ID, inbox.ID, dst.ID)
@@ -287,7 +316,7 @@ func (u *User) Append(ctx context.Context, mailbox string, r io.Reader, flags []
 	u.b.inflight.Add(1)
 	defer u.b.inflight.Done()
 	parsed := ParseMessage(body).marshal()
-	res, err := u.ms.Append(n, store.NewMessage{Body: body, Parsed: parsed, Flags: flags, InternalDate: date}, u.acct.QuotaBytes)
+	res, err := u.ms.Append(n, store.NewMessage{Body: body, Parsed: parsed, Flags: flags, InternalDate: date}, u.limits())
 	if err != nil {
 		return AppendResult{}, mapStoreErr(err, n)
 	}
@@ -314,17 +343,30 @@ func (u *User) MessagesByUID(mailboxID uint64, uids []uint32) ([]Message, error)
 	return msgs, mapStoreErr(err, "")
 }
 
-// Parsed returns the envelope and MIME structure of a message.
+// Parsed returns the envelope and MIME structure of a message. A message
+// stored by an older Roost, whose parsed form lacks what this one records,
+// is parsed again from its body (and not rewritten).
 func (u *User) Parsed(msg *Message) (*Parsed, error) {
 	raw, err := u.ms.Parsed(msg.BlobID)
 	if err != nil {
 		return nil, err
 	}
-	var p Parsed
-	if err := json.Unmarshal(raw, &p); err != nil {
+	p, err := unmarshalParsed(raw)
+	if err != nil {
 		return nil, fmt.Errorf("parsed form of message %d: %w", msg.UID, err)
 	}
-	return &p, nil
+	if p.Version < parsedVersion {
+		return u.reparse(msg)
+	}
+	return p, nil
+}
+
+func (u *User) reparse(msg *Message) (*Parsed, error) {
+	body, err := u.ms.ReadBody(msg.BlobID)
+	if err != nil {
+		return nil, err
+	}
+	return ParseMessage(body), nil
 }
 
 // OpenBody returns a streaming reader over the raw message.
@@ -357,7 +399,7 @@ func (u *User) Copy(mailboxID uint64, uids []uint32, dest string, move bool) (Co
 	if err != nil {
 		return CopyResult{}, mapStoreErr(err, n)
 	}
-	res, err := u.ms.Copy(mailboxID, uids, dst.ID, move, u.acct.QuotaBytes)
+	res, err := u.ms.Copy(mailboxID, uids, dst.ID, move, u.limits())
 	if err != nil {
 		return CopyResult{}, mapStoreErr(err, n)
 	}
@@ -369,8 +411,11 @@ func (u *User) Copy(mailboxID uint64, uids []uint32, dest string, move bool) (Co
 
 // Expunge removes messages (see store.Mailstore.Expunge) and wakes the
 // mailbox's watchers. It returns the expunged UIDs, ascending.
+//
+// Bodies of the expunged messages stay readable while a session's Pin may
+// still address them (see Pin); with no Pin on the account they go at once.
 func (u *User) Expunge(mailboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
-	out, err := u.ms.Expunge(mailboxID, uids, requireDeleted)
+	out, err := u.b.purgerOf(u.acct.ID, u.ms).expunge(u.ms, mailboxID, uids, requireDeleted)
 	if err != nil {
 		return nil, mapStoreErr(err, "")
 	}

@@ -160,8 +160,8 @@ func TestLMTPPerRecipientStatus(t *testing.T) {
 	must(t, e.be.UpdateAccount(ctx, "carol@example.org", 10, false))
 	// bob has room for a small message, not for this one: refused after DATA.
 	must(t, e.be.UpdateAccount(ctx, "bob@example.org", 200, false))
-	// dave is disabled.
-	must(t, e.be.UpdateAccount(ctx, "dave@example.net", 0, true))
+	// dave is disabled, his mail refused.
+	must(t, e.be.SetDisabled(ctx, "dave@example.net", true, true))
 
 	c := e.dial()
 	c.cmd("LHLO mta.example", "250 ")
@@ -169,12 +169,12 @@ func TestLMTPPerRecipientStatus(t *testing.T) {
 	c.cmd("RCPT TO:<alice@example.org>", "250 ")
 	c.cmd("RCPT TO:<nobody@example.org>", "550 5.1.1 ")
 	c.cmd("RCPT TO:<bob@example.org>", "250 ")
-	c.cmd("RCPT TO:<carol@example.org>", "552 5.2.2 ")
-	c.cmd("RCPT TO:<dave@example.net>", "452 4.2.2 ")
+	c.cmd("RCPT TO:<carol@example.org>", "452 4.2.2 ")
+	c.cmd("RCPT TO:<dave@example.net>", "550 5.2.1 ")
 	c.cmd("RCPT TO:<ALICE+dup@example.org>", "250 ")
 	msg := sampleMessage("mixed") + strings.Repeat("padding line\r\n", 20)
 	replies := c.data(msg, 3)
-	want := []string{"250 2.0.0 <alice@example.org> ", "552 5.2.2 <bob@example.org> ", "250 2.0.0 <ALICE+dup@example.org> "}
+	want := []string{"250 2.0.0 <alice@example.org> ", "452 4.2.2 <bob@example.org> ", "250 2.0.0 <ALICE+dup@example.org> "}
 	for i := range want {
 		if !strings.HasPrefix(replies[i], want[i]) {
 			t.Errorf("status %d = %q, want %q...", i, replies[i], want[i])
@@ -194,7 +194,7 @@ func TestLMTPPerRecipientStatus(t *testing.T) {
 // DATA time for one of two recipients is reported (the sender learns of
 // it), while the other recipient has the message.
 func TestSMTPMixedResults(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	e := newEnv(t, envOptions{opts: Options{OverQuotaPermanent: true}})
 	must(t, e.be.UpdateAccount(context.Background(), "bob@example.org", 200, false))
 	c := e.dial()
 	c.cmd("EHLO client.example", "250 ")
@@ -203,7 +203,7 @@ func TestSMTPMixedResults(t *testing.T) {
 	c.cmd("RCPT TO:<bob@example.org>", "250 ")
 	reply := c.data(sampleMessage("mixed")+strings.Repeat("padding line\r\n", 20), 1)
 	if !strings.HasPrefix(reply[0], "552 5.2.2 ") {
-		t.Errorf("reply %q, want 552 5.2.2", reply)
+		t.Errorf("reply %q, want 552 5.2.2 (OverQuotaPermanent)", reply)
 	}
 	if e.count("alice@example.org") != 1 || e.count("bob@example.org") != 0 {
 		t.Errorf("alice %d, bob %d messages; want 1, 0", e.count("alice@example.org"), e.count("bob@example.org"))
@@ -218,12 +218,12 @@ func TestSMTPReplyFolding(t *testing.T) {
 		want    int
 	}{
 		{[]error{nil, nil}, 250},
-		{[]error{nil, over}, 552},
-		{[]error{over, tmp}, 451},
+		{[]error{nil, over}, 452},
+		{[]error{over, tmp}, 452},
 		{[]error{nil, tmp}, 451},
 		{[]error{backend.ErrTooBig}, 552},
 	} {
-		got := smtpReply(tc.results, "Q")
+		got := (&Server{}).smtpReply(tc.results, "Q")
 		if got.Code != tc.want {
 			t.Errorf("%v: %d, want %d", tc.results, got.Code, tc.want)
 		}
@@ -256,7 +256,7 @@ func TestWithProtocol(t *testing.T) {
 
 func TestRecipientChecks(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	must(t, e.be.UpdateAccount(context.Background(), "dave@example.net", 0, true))
+	must(t, e.be.SetDisabled(context.Background(), "dave@example.net", true, true))
 	c := e.dial()
 	c.cmd("EHLO client.example", "250 ")
 	c.cmd("RCPT TO:<alice@example.org>", "502 5.5.1 ") // no MAIL yet
@@ -266,7 +266,7 @@ func TestRecipientChecks(t *testing.T) {
 		{"alice@example.org.evil.net", "550 5.7.1 "},
 		{"nobody@example.org", "550 5.1.1 "},
 		{"alice@example,org", "501 5.1.3 "},
-		{"dave@example.net", "452 4.2.2 "},
+		{"dave@example.net", "550 5.2.1 "},
 		{"ALICE@Example.ORG", "250 "},
 		{"alice+tag@example.org", "250 "},
 		{"postmaster@example.org", "250 "},

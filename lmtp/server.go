@@ -2,7 +2,9 @@
 // SMTP (RFC 5321) from other mail servers on the Internet, or over LMTP
 // (RFC 2033) from an MTA such as Postfix or Exim that runs in front of Roost.
 // Every accepted message goes to backend.Deliver; a 250 reply means it is
-// fsynced for every recipient it was accepted for.
+// fsynced for every recipient it was accepted for. With SubmissionOptions
+// the same server takes mail from Roost's own users for sending
+// (submission.go says why it lives here).
 //
 // The protocol engine is github.com/emersion/go-smtp. Between it and the
 // network sits our own connection layer (wire.go), which closes the gaps the
@@ -116,9 +118,25 @@ type Options struct {
 	// disconnected (default 10). A delivered message resets the count.
 	MaxErrors int
 
+	// OverQuotaPermanent answers a recipient whose mailbox is full with
+	// "552 5.2.2" (the sender gives up and bounces) instead of the default
+	// "452 4.2.2" (the sender retries for days; the user may make room).
+	OverQuotaPermanent bool
+
+	// Submission, when set, makes this a message submission server
+	// (RFC 6409, submission.go) instead of a receiver: AUTH is required,
+	// any recipient domain is accepted, and messages go to
+	// Submission.Enqueue. SMTP only.
+	Submission *SubmissionOptions
+
 	// Logger gets one line per message and connection-level events.
 	// Default: discard.
 	Logger *slog.Logger
+
+	// testRemoteAddr, set by tests only, replaces the peer address that
+	// the plaintext policy and the login limiter see, so that a loopback
+	// test can play a client from elsewhere.
+	testRemoteAddr func(net.Addr) net.Addr
 }
 
 // Server is an SMTP or LMTP receiver. It is safe for concurrent use; one
@@ -191,6 +209,26 @@ func New(opts Options) (*Server, error) {
 		opts.MaxMessageBytes = limit
 	}
 
+	if sub := opts.Submission; sub != nil {
+		if opts.LMTP {
+			return nil, errors.New("lmtp: submission is SMTP, not LMTP")
+		}
+		if sub.Enqueue == nil {
+			return nil, errors.New("lmtp: SubmissionOptions.Enqueue is required")
+		}
+		c := *sub
+		if c.Plaintext == "" {
+			c.Plaintext = backend.PlaintextTLSOrLoopback
+		}
+		if _, err := backend.ParsePlaintextPolicy(string(c.Plaintext)); err != nil {
+			return nil, fmt.Errorf("lmtp: %w", err)
+		}
+		if c.AuthFailureDelay == 0 {
+			c.AuthFailureDelay = DefaultAuthFailureDelay
+		}
+		opts.Submission = &c
+	}
+
 	s := &Server{
 		opts:    opts,
 		be:      opts.Backend,
@@ -200,8 +238,11 @@ func New(opts Options) (*Server, error) {
 		conns:   lifecycle.New[*wire](),
 		preauth: netlimit.NewPreAuth(opts.MaxUnauthenticated),
 	}
-	if opts.LMTP {
+	switch {
+	case opts.LMTP:
 		s.proto = "lmtp"
+	case opts.Submission != nil:
+		s.proto = "submission"
 	}
 
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
@@ -210,6 +251,9 @@ func New(opts Options) (*Server, error) {
 	srv.MaxRecipients = opts.MaxRecipients
 	srv.MaxLineLength = opts.MaxLineLength
 	srv.EnableSMTPUTF8 = true
+	// go-smtp offers AUTH only over its own TLS, which it never sees (the
+	// wire does TLS): the session decides (AuthMechanisms, submission.go).
+	srv.AllowInsecureAuth = opts.Submission != nil
 	// The size limit is ours (session.go): go-smtp's data reader refuses a
 	// message of exactly its limit, so it gets none, and the wire writes
 	// our figure into the EHLO SIZE keyword.

@@ -22,14 +22,18 @@ import (
 
 // Replies. Their text never carries an internal error: those are logged.
 var (
-	replyNeedHello     = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Send EHLO again after STARTTLS"}
-	replyNestedMail    = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Nested MAIL command: send RSET first"}
-	replyNoRcpts       = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
-	replyBadSender     = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax"}
-	replyBadRcpt       = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
-	replyRelayDenied   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relay access denied: this server does not handle mail for that domain"}
-	replyNoSuchUser    = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
-	replyDisabled      = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "Mailbox unavailable, try again later"}
+	replyNeedHello   = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Send EHLO again after STARTTLS"}
+	replyNestedMail  = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Nested MAIL command: send RSET first"}
+	replyNoRcpts     = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
+	replyBadSender   = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax"}
+	replyBadRcpt     = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+	replyRelayDenied = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relay access denied: this server does not handle mail for that domain"}
+	replyNoSuchUser  = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
+	replyDisabled    = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 2, 1}, Message: "Mailbox disabled, not accepting messages"}
+	// Over quota: temporary by default (RFC 3463 §3.3: 4.2.2, the sender
+	// retries and the user may make room), permanent with
+	// Options.OverQuotaPermanent.
+	replyOverQuotaTemp = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "Mailbox full, try again later"}
 	replyOverQuota     = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "Mailbox full"}
 	replyLocalError    = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary local error, try again later"}
 	replyBareNewline   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message contains bare CR or LF; lines must end with CRLF (RFC 5321 section 2.3.8)"}
@@ -55,6 +59,8 @@ type session struct {
 	// still runs; Data therefore works on a copy taken when it starts.
 	mu sync.Mutex
 	envelope
+	// user is the account logged in with AUTH (submission only).
+	user *backend.User
 }
 
 type envelope struct {
@@ -104,7 +110,12 @@ func (s *session) snapshot() envelope {
 }
 
 // Logout is called when the connection ends.
-func (s *session) Logout() error { return nil }
+func (s *session) Logout() error {
+	if u := s.authenticated(); u != nil {
+		u.Release()
+	}
+	return nil
+}
 
 // Mail starts a transaction. from is "" for the null reverse-path of
 // bounces (RFC 5321 §4.5.5); go-smtp also takes "MAIL FROM: <addr>" with a
@@ -118,6 +129,11 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if !validPath(from) {
 		return replyBadSender
+	}
+	if s.srv.opts.Submission != nil {
+		if err := s.submitMail(from); err != nil {
+			return err
+		}
 	}
 	// RFC 1870 §6.2: a declared size over the limit is refused up front,
 	// however large (the wire has it; go-smtp only parses 32 bits).
@@ -151,9 +167,19 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if _, _, needHello := s.w.tlsState(); needHello {
 		return replyNeedHello
 	}
+	if s.srv.opts.Submission != nil {
+		r, err := s.submitRcpt(to)
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.rcpts = append(s.rcpts, rcpt{arg: to, to: r})
+		s.mu.Unlock()
+		return nil
+	}
 	r, err := s.srv.be.ResolveRecipient(context.Background(), to)
 	if err != nil {
-		reply := rcptReply(err)
+		reply := s.srv.rcptReply(err)
 		if reply == replyLocalError {
 			s.w.log.Error("recipient lookup failed", "rcpt", to, "err", err)
 		} else {
@@ -169,7 +195,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-func rcptReply(err error) *smtp.SMTPError {
+func (s *Server) rcptReply(err error) *smtp.SMTPError {
 	switch {
 	case errors.Is(err, backend.ErrInvalidAddress):
 		return replyBadRcpt
@@ -180,18 +206,25 @@ func rcptReply(err error) *smtp.SMTPError {
 	case errors.Is(err, backend.ErrAccountDisabled):
 		return replyDisabled
 	case errors.Is(err, backend.ErrOverQuota):
-		return replyOverQuota
+		return s.overQuotaReply()
 	}
 	return replyLocalError
 }
 
+func (s *Server) overQuotaReply() *smtp.SMTPError {
+	if s.opts.OverQuotaPermanent {
+		return replyOverQuota
+	}
+	return replyOverQuotaTemp
+}
+
 // deliveryReply is the reply for one recipient after delivery.
-func deliveryReply(err error, queueID string) *smtp.SMTPError {
+func (s *Server) deliveryReply(err error, queueID string) *smtp.SMTPError {
 	switch {
 	case err == nil:
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + queueID}
 	case errors.Is(err, backend.ErrOverQuota):
-		return replyOverQuota
+		return s.overQuotaReply()
 	case errors.Is(err, backend.ErrTooBig):
 		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message too big"}
 	}
@@ -211,8 +244,19 @@ func (s *session) Data(r io.Reader) error {
 		t.log(s, &env, nil)
 		return t.fail
 	}
+	if s.srv.opts.Submission != nil {
+		id, reply := t.submit(s, &env)
+		if reply != nil {
+			t.fail = reply
+			t.log(s, &env, nil)
+			return reply
+		}
+		s.w.log.Info("message", "queue_id", id, "trace_id", t.queueID, "from", env.from, "rcpts", len(env.rcpts),
+			"size", t.size, "result", "queued", "duration", time.Since(t.start).Round(time.Microsecond))
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+	}
 	results := t.deliver(s, &env)
-	reply := smtpReply(results, t.queueID)
+	reply := s.srv.smtpReply(results, t.queueID)
 	t.log(s, &env, results)
 	return reply
 }
@@ -222,13 +266,13 @@ func (s *session) Data(r io.Reader) error {
 // and retries (those who already got it may get it twice: a duplicate
 // rather than a loss); with only permanent failures (a mailbox that the
 // message would overfill) the permanent reply, so the sender hears of it.
-func smtpReply(results []error, queueID string) *smtp.SMTPError {
+func (s *Server) smtpReply(results []error, queueID string) *smtp.SMTPError {
 	var permanent *smtp.SMTPError
 	for _, err := range results {
 		if err == nil {
 			continue
 		}
-		reply := deliveryReply(err, queueID)
+		reply := s.deliveryReply(err, queueID)
 		if reply.Code/100 == 4 {
 			return reply
 		}
@@ -237,7 +281,7 @@ func smtpReply(results []error, queueID string) *smtp.SMTPError {
 	if permanent != nil {
 		return permanent
 	}
-	return deliveryReply(nil, queueID)
+	return s.deliveryReply(nil, queueID)
 }
 
 // LMTPData receives and delivers a message over LMTP: one reply per
@@ -255,7 +299,7 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	}
 	results := t.deliver(s, &env)
 	for i, rc := range env.rcpts {
-		status.SetStatus(rc.arg, deliveryReply(results[i], t.queueID))
+		status.SetStatus(rc.arg, s.srv.deliveryReply(results[i], t.queueID))
 	}
 	t.log(s, &env, results)
 	return nil
@@ -263,13 +307,14 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 
 // transfer is one received message.
 type transfer struct {
-	queueID string
-	start   time.Time
-	spool   *backend.Spool
-	size    int64           // bytes of message data received
-	fail    *smtp.SMTPError // set when the message is refused as a whole
-	why     string          // for the log, with fail
-	cause   error           // internal error behind fail, for the log
+	queueID  string
+	start    time.Time
+	spool    *backend.Spool
+	traceLen int             // bytes of trace headers at the start of spool
+	size     int64           // bytes of message data received
+	fail     *smtp.SMTPError // set when the message is refused as a whole
+	why      string          // for the log, with fail
+	cause    error           // internal error behind fail, for the log
 }
 
 // receive reads the whole message into a spool behind the trace headers.
@@ -287,7 +332,9 @@ func (s *session) receive(r io.Reader, env *envelope) *transfer {
 	if len(env.rcpts) == 0 && t.fail == nil {
 		refuse(replyNoRcpts, "no recipients", nil) // go-smtp does not let this happen
 	}
-	if _, err := t.spool.Write(s.trace(env, t.queueID, t.start)); err != nil {
+	trace := s.trace(env, t.queueID, t.start)
+	t.traceLen = len(trace)
+	if _, err := t.spool.Write(trace); err != nil {
 		refuse(replyLocalError, "spool failed", err)
 	}
 	buf := make([]byte, 64<<10)
@@ -394,7 +441,7 @@ func (t *transfer) log(s *session, env *envelope, results []error) {
 			status[i] = "ok"
 			continue
 		}
-		reply := deliveryReply(err, "")
+		reply := s.srv.deliveryReply(err, "")
 		status[i] = fmt.Sprintf("%d %d.%d.%d", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2])
 		errs = append(errs, err.Error())
 	}
@@ -426,9 +473,14 @@ func newQueueID() string {
 func (s *session) trace(env *envelope, queueID string, now time.Time) []byte {
 	isTLS, verb, _ := s.w.tlsState()
 	var b bytes.Buffer
-	b.WriteString("Return-Path: <")
-	b.WriteString(quotePath(env.from))
-	b.WriteString(">\r\n")
+	submission := s.srv.opts.Submission != nil
+	if !submission {
+		// RFC 5321 §4.4: the Return-Path is added at final delivery; a
+		// submitted message gets it where it is finally delivered.
+		b.WriteString("Return-Path: <")
+		b.WriteString(quotePath(env.from))
+		b.WriteString(">\r\n")
+	}
 	b.WriteString("Received: from ")
 	b.WriteString(headerToken(env.helo, 255))
 	b.WriteString(" (")
@@ -436,7 +488,11 @@ func (s *session) trace(env *envelope, queueID string, now time.Time) []byte {
 	b.WriteString(")\r\n\tby ")
 	b.WriteString(headerToken(s.srv.opts.Hostname, 255))
 	b.WriteString(" with ")
-	b.WriteString(withProtocol(verb, s.srv.opts.LMTP, isTLS, env.utf8))
+	proto := withProtocol(verb, s.srv.opts.LMTP, isTLS, env.utf8)
+	if submission && verb != "HELO" {
+		proto += "A" // RFC 3848 §2: ESMTPA, ESMTPSA (authenticated)
+	}
+	b.WriteString(proto)
 	b.WriteString(" id ")
 	b.WriteString(queueID)
 	if len(env.rcpts) == 1 {

@@ -82,6 +82,9 @@ type wire struct {
 	errors atomic.Int32
 	// failure says why the wire hung up, for the session's log line.
 	failure atomic.Value // string
+	// saslWait is set when a "334" challenge went out: the next line is
+	// a SASL response (RFC 4954 §4), not a command.
+	saslWait atomic.Bool
 
 	mu        sync.Mutex
 	conn      net.Conn // raw, or a *tls.Conn over it
@@ -313,6 +316,10 @@ var knownCommands = map[string]bool{
 
 // command looks at one complete command line before go-smtp gets it.
 func (w *wire) command(line []byte) error {
+	if w.saslWait.Swap(false) {
+		w.out = line // go-smtp's AUTH reads it; it is never logged
+		return nil
+	}
 	text := strings.TrimRight(string(line), "\r\n")
 	cmd, arg, ok := parseCommand(text)
 	switch {
@@ -665,6 +672,10 @@ func (w *wire) startTLS() error {
 		return w.reply("503 5.5.1 TLS already active")
 	case sess != nil && sess.inTransaction():
 		return w.reply("503 5.5.1 STARTTLS not allowed during a mail transaction")
+	case sess != nil && sess.authenticated() != nil:
+		// RFC 3207 §4.2 would have the server forget the login; it is
+		// simpler and as safe to refuse TLS after AUTH.
+		return w.reply("503 5.5.1 STARTTLS not allowed after AUTH")
 	}
 	// RFC 3207 §4 (and CVE-2011-0411): anything the client pipelined after
 	// STARTTLS was sent in clear text and must not be taken as if it came
@@ -784,7 +795,12 @@ func (w *wire) filterReply(dst, line []byte) []byte {
 	if len(line) >= 4 && line[3] == ' ' && line[0] == '5' {
 		w.errors.Add(1)
 	}
+	if len(line) >= 4 && string(line[:4]) == "334 " {
+		w.saslWait.Store(true)
+	}
 	switch s := string(line); s {
+	case "235 2.0.0 Authentication succeeded\r\n":
+		return append(dst, "235 2.7.0 Authentication successful\r\n"...) // RFC 4954 §6
 	case "250-SIZE\r\n", "250 SIZE\r\n":
 		// RFC 1870 §4: the size limit we enforce (session.go).
 		return fmt.Appendf(dst, "%sSIZE %d\r\n", s[:4], w.srv.maxSize)

@@ -291,7 +291,11 @@ func TestTransactionCommands(t *testing.T) {
 	m1, m2, m3 := msg("m1", "a"), msg("m2", "bb"), msg("m3", "ccc")
 	uids := e.deliver(m1, m2, m3)
 	mb, _ := e.inbox()
-	uidl := func(uid uint32) string { return fmt.Sprintf("%08x%08x", uid, mb.UIDValidity) }
+	// The unique-id as session.uidl makes it, which TestUIDLMatchesDovecot
+	// checks against a real Dovecot's.
+	uidl := func(uid uint32) string {
+		return (&session{mbox: mb}).uidl(&message{Message: backend.Message{UID: uid}})
+	}
 
 	c := dial(t, e.addr)
 	c.login()

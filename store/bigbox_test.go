@@ -56,7 +56,7 @@ func BenchmarkBigMailbox(b *testing.B) {
 	}{{"AppendBig", ms}, {"AppendSmall", small}} {
 		b.Run(tc.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				if _, err := tc.ms.Append("INBOX", msg(i), 0); err != nil {
+				if _, err := tc.ms.Append("INBOX", msg(i), Limits{}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -17,8 +17,13 @@ package store
 //     change-log entry, at its own modseq;
 //   - tombstones: at most one per UID, none for a message that exists;
 //   - blobs: the reference count of each against the message records that
-//     name it, no blob without references (orphans), no message whose blob
-//     is missing or of another size, chunks numbered without gaps;
+//     name it; a blob without references (expunged) has count 0 and is on
+//     the purge list, where it waits until no session can address it (an
+//     orphan otherwise: never freed); no message whose blob is missing or
+//     of another size, chunks numbered without gaps, purge list keys
+//     well-formed;
+//   - every keyword set on a message is in its mailbox's keyword list (what
+//     FLAGS announces), and the \Recent mark is not above UIDNEXT;
 //   - the mailbox name index against the mailboxes, bucket sequences not
 //     below the IDs they have handed out;
 //
@@ -35,7 +40,9 @@ package store
 // Repair (the repair argument) fixes, in a write transaction of the
 // account, only what can be fixed without losing or inventing mail: stored
 // counters (recomputed; UIDNEXT, HIGHESTMODSEQ and sequences only ever
-// raised), reference counts, orphaned blobs (removed), change-log entries
+// raised), reference counts, keyword lists (completed), orphaned blobs (put
+// on the purge list, so that they are freed once no session can address
+// them; chunks without an info record removed), change-log entries
 // (missing ones added, stale or duplicate ones removed, an entry for a
 // vanished message turned into its tombstone) and dangling names. A
 // message whose body is gone, a record that does not parse, a missing or
@@ -443,6 +450,8 @@ type accountCheck struct {
 	repair bool // the transaction is writable and repair was asked for
 	vs     []Violation
 	fixes  []func() error // run after the scans, which must not write
+	// layout2: the account has a purge list, keyword lists, RecentUID.
+	layout2 bool
 	// partial is set when some message records could not be read: then
 	// blob references and sizes are not known exactly, and what depends
 	// on them is reported but not repaired (it could free a body in use).
@@ -485,14 +494,24 @@ func (ac *accountCheck) run(tx *bolt.Tx, id uint64) error {
 	}
 	t := &atx{Tx: tx, root: root}
 	for _, name := range accountBuckets {
-		if t.Bucket(name) == nil {
+		if t.Bucket(name) == nil && !bytes.Equal(name, bucketPurge) {
 			ac.problem(CheckRecord, "bucket "+string(name), "is missing", nil)
 			return nil
 		}
 	}
-	blobs := ac.scanBlobs(t)
-
 	meta := t.Bucket(bucketMeta)
+	// Layout 2 added the purge list, keyword lists and RecentUID; an
+	// account of layout 1 (not opened by a newer Roost yet) has none.
+	if v := meta.Get(keyLayout); len(v) == 8 && binary.BigEndian.Uint64(v) >= 2 {
+		ac.layout2 = true
+		if t.Bucket(bucketPurge) == nil {
+			ac.problem(CheckRecord, "bucket "+string(bucketPurge), "is missing", nil)
+			return nil
+		}
+	}
+	blobs := ac.scanBlobs(t)
+	purging := ac.scanPurge(t)
+
 	acctModSeq := uint64(0)
 	if v := meta.Get(keyModSeq); len(v) == 8 {
 		acctModSeq = binary.BigEndian.Uint64(v)
@@ -544,7 +563,7 @@ func (ac *accountCheck) run(tx *bolt.Tx, id uint64) error {
 			func() error { return meta.Put(keySize, u64(uint64(acctSize))) })
 	}
 
-	ac.checkBlobs(t, blobs)
+	ac.checkBlobs(t, blobs, purging, max(acctModSeq, highest))
 
 	for _, fix := range ac.fixes {
 		if err := fix(); err != nil {
@@ -593,6 +612,27 @@ func (ac *accountCheck) scanBlobs(t *atx) map[uint64]*blobState {
 	return blobs
 }
 
+// scanPurge reads the purge list: bodies whose last message was expunged,
+// kept until no session can address them (RFC 2180 §4.1).
+func (ac *accountCheck) scanPurge(t *atx) map[uint64]bool {
+	purging := make(map[uint64]bool)
+	purge := t.Bucket(bucketPurge)
+	if purge == nil {
+		return purging
+	}
+	c := purge.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if len(k) != 16 {
+			key := append([]byte(nil), k...)
+			ac.problem(CheckRecord, fmt.Sprintf("purge list key %x", key), "is malformed (not 16 bytes): the purger would fail on it",
+				func() error { return purge.Delete(key) })
+			continue
+		}
+		purging[binary.BigEndian.Uint64(k[8:])] = true
+	}
+	return purging
+}
+
 // checkMailbox checks one mailbox and returns the size of its messages and
 // the highest modseq it carries.
 func (ac *accountCheck) checkMailbox(t *atx, b *bolt.Bucket, id uint64, blobs map[uint64]*blobState) (size int64, highest uint64) {
@@ -622,6 +662,7 @@ func (ac *accountCheck) checkMailbox(t *atx, b *bolt.Bucket, id uint64, blobs ma
 	}
 
 	var count, unseen, deleted uint32
+	var unlisted []string // keywords of messages missing from info.Keywords
 	var maxUID uint32
 	var maxModSeq uint64
 	cur := msgs.Cursor()
@@ -639,8 +680,17 @@ func (ac *accountCheck) checkMailbox(t *atx, b *bolt.Bucket, id uint64, blobs ma
 		msg := decodeMessage(k, v)
 		ac.messages++
 		count++
-		if fs := decodeFlags(v); fs.sys&bitSeen == 0 {
+		fs := decodeFlags(v)
+		if fs.sys&bitSeen == 0 {
 			unseen++
+		}
+		if ac.layout2 {
+			for _, k := range fs.keywords {
+				if !slices.ContainsFunc(info.Keywords, func(h string) bool { return strings.EqualFold(h, k) }) &&
+					!slices.ContainsFunc(unlisted, func(h string) bool { return strings.EqualFold(h, k) }) {
+					unlisted = append(unlisted, k)
+				}
+			}
 		}
 		if v[32]&bitDeleted != 0 {
 			deleted++
@@ -791,6 +841,18 @@ func (ac *accountCheck) checkMailbox(t *atx, b *bolt.Bucket, id uint64, blobs ma
 			info.HighestModSeq = maxModSeq
 		}
 	}
+	if len(unlisted) > 0 {
+		ac.problem(CheckRecord, obj, fmt.Sprintf("keyword list lacks %q, set on its messages: FLAGS would not name them", unlisted), once)
+		if ac.repair {
+			info.Keywords = append(info.Keywords, unlisted...)
+		}
+	}
+	if ac.layout2 && info.RecentUID > info.UIDNext {
+		ac.problem(CheckUID, obj, fmt.Sprintf("first unclaimed \\Recent UID %d is above UIDNEXT %d: new messages would never be \\Recent", info.RecentUID, info.UIDNext), once)
+		if ac.repair {
+			info.RecentUID = info.UIDNext
+		}
+	}
 	if info.PurgedModSeq > info.HighestModSeq {
 		ac.problem(CheckModSeq, obj, fmt.Sprintf("purged modseq %d is above HIGHESTMODSEQ %d", info.PurgedModSeq, info.HighestModSeq), nil)
 	}
@@ -804,21 +866,46 @@ func (ac *accountCheck) checkMailbox(t *atx, b *bolt.Bucket, id uint64, blobs ma
 	return size, max(info.HighestModSeq, maxModSeq)
 }
 
-// checkBlobs compares reference counts with the references found.
-func (ac *accountCheck) checkBlobs(t *atx, blobs map[uint64]*blobState) {
+// checkBlobs compares reference counts with the references found. A body
+// no message refers to any more waits, with reference count 0, on the
+// purge list until no session can address it; one that is not there is
+// never freed. Repair puts such bodies on the list (at modseq, the
+// account's latest) and leaves the freeing to the purger, which knows the
+// sessions; without a purge list (layout 1) it deletes them.
+func (ac *accountCheck) checkBlobs(t *atx, blobs map[uint64]*blobState, purging map[uint64]bool, modseq uint64) {
 	b := t.Bucket(bucketBlobs)
+	purge := t.Bucket(bucketPurge)
+	toPurge := func(id uint64) func() error {
+		return func() error {
+			if purge == nil {
+				return deleteBlob(t, id)
+			}
+			k := blobKey(id, infoChunk)
+			v := append([]byte(nil), b.Get(k)...)
+			binary.BigEndian.PutUint32(v, 0)
+			if err := b.Put(k, v); err != nil {
+				return err
+			}
+			return purge.Put(purgeKey(modseq, id), nil)
+		}
+	}
 	var maxID uint64
 	for _, id := range sortedKeys(blobs) {
 		bs := blobs[id]
 		maxID = max(maxID, id)
 		obj := fmt.Sprintf("blob %d", id)
 		switch {
+		case bs.refs == 0 && !bs.hasInfo:
+			ac.problem(CheckBlobOrphan, obj, fmt.Sprintf("has chunks but no info record, and no message refers to it (%d bytes)", bs.size),
+				func() error { return deleteBlob(t, id) })
+		case bs.refs == 0 && bs.refcount == 0 && purge != nil && purging[id]:
+			// Expunged, waiting for the purger: as it should be.
+		case bs.refs == 0 && bs.refcount == 0 && purge != nil:
+			ac.problem(CheckBlobOrphan, obj, fmt.Sprintf("is referred to by no message and is not on the purge list: it is never freed (%d bytes)", bs.size),
+				toPurge(id))
 		case bs.refs == 0:
-			what := "is referred to by no message"
-			if !bs.hasInfo {
-				what = "has chunks but no info record, and no message refers to it"
-			}
-			ac.problem(CheckBlobOrphan, obj, what+fmt.Sprintf(" (%d bytes)", bs.size), func() error { return deleteBlob(b, id) })
+			ac.problem(CheckBlobOrphan, obj, fmt.Sprintf("has reference count %d, but no message refers to it: it is never freed (%d bytes)", bs.refcount, bs.size),
+				toPurge(id))
 		case bs.hasInfo && bs.refcount != bs.refs:
 			refs := bs.refs
 			ac.problem(CheckBlobRefs, obj, fmt.Sprintf("has reference count %d, but %d messages refer to it", bs.refcount, refs),
@@ -834,18 +921,6 @@ func (ac *accountCheck) checkBlobs(t *atx, blobs map[uint64]*blobState) {
 		ac.problem(CheckSequence, "blob IDs", fmt.Sprintf("next blob ID is %d, but blob %d exists: a new message would overwrite its body", seq+1, maxID),
 			func() error { return b.SetSequence(maxID) })
 	}
-}
-
-// deleteBlob removes every key of blob id.
-func deleteBlob(b *bolt.Bucket, id uint64) error {
-	prefix := u64(id)
-	c := b.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
-		if err := c.Delete(); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // keywordsWellFormed reports whether p is a sequence of length-prefixed

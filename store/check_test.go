@@ -57,13 +57,13 @@ func buildCheckFixture(t *testing.T, shards int) checkFixture {
 		if i == 3 {
 			m.Flags = []string{FlagSeen, "$Label1"}
 		}
-		r, err := alice.Append("INBOX", m, 0)
+		r, err := alice.Append("INBOX", m, Limits{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		uids = append(uids, r.UID)
 	}
-	if _, err := alice.Copy(inbox.ID, uids[:1], archive.ID, false, 0); err != nil {
+	if _, err := alice.Copy(inbox.ID, uids[:1], archive.ID, false, Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := alice.StoreFlags(inbox.ID, uids[1:2], FlagsAdd, []string{FlagDeleted}, 0); err != nil {
@@ -75,7 +75,7 @@ func buildCheckFixture(t *testing.T, shards int) checkFixture {
 	if _, _, err := alice.StoreFlags(inbox.ID, uids[0:1], FlagsAdd, []string{FlagFlagged}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.Append("INBOX", msg(9), 0); err != nil {
+	if _, err := bob.Append("INBOX", msg(9), Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	return checkFixture{dir: dir, shards: shards}
@@ -189,6 +189,17 @@ func (a accountTx) del(b *bolt.Bucket, k []byte) {
 	}
 }
 
+// deleteBlobKeys removes every key of a blob.
+func deleteBlobKeys(t *testing.T, b *bolt.Bucket, id uint64) {
+	prefix := u64(id)
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if err := c.Delete(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func (f checkFixture) corruptAccount(t *testing.T, dir string, id uint64, fn func(a accountTx)) {
 	t.Helper()
 	corruptFile(t, f.mailPath(dir, id), func(tx *bolt.Tx) error {
@@ -232,9 +243,10 @@ func TestCheckCleanStore(t *testing.T) {
 				if len(rep.Violations) != 0 {
 					t.Fatalf("read-only=%v: violations in a sound store:%s", ro, reportText(rep))
 				}
-				// alice: INBOX, Archive (3 + 1 messages, 3 blobs); bob: INBOX (1, 1).
-				if rep.Accounts != 2 || rep.Mailboxes != 3 || rep.Messages != 5 || rep.Blobs != 4 {
-					t.Errorf("checked %d accounts, %d mailboxes, %d messages, %d blobs; want 2, 3, 5, 4",
+				// alice: INBOX, Archive (3 + 1 messages, 3 blobs and the
+				// expunged one's, on the purge list); bob: INBOX (1, 1).
+				if rep.Accounts != 2 || rep.Mailboxes != 3 || rep.Messages != 5 || rep.Blobs != 5 {
+					t.Errorf("checked %d accounts, %d mailboxes, %d messages, %d blobs; want 2, 3, 5, 5",
 						rep.Accounts, rep.Mailboxes, rep.Messages, rep.Blobs)
 				}
 			}
@@ -307,7 +319,7 @@ func TestCheckCorruptions(t *testing.T) {
 					x.del(mb.Bucket(keyChanges), changeKey(binary.BigEndian.Uint64(v), uid))
 					x.put(mb.Bucket(keyChanges), changeKey(info.HighestModSeq, uid), []byte{1})
 					blob := binary.BigEndian.Uint64(v[24:])
-					deleteBlob(x.bucket(bucketBlobs), blob)
+					deleteBlobKeys(x.t, x.bucket(bucketBlobs), blob)
 					x.setInfo("INBOX", func(m *Mailbox) {
 						m.UIDNext = 4
 						m.Messages--
@@ -395,7 +407,7 @@ func TestCheckCorruptions(t *testing.T) {
 		{name: "message whose blob is gone", kind: CheckBlobMissing, account: a, object: `mailbox "INBOX" (id 1) UID 4`, fixable: false,
 			corrupt: alice(func(x accountTx) {
 				blob := binary.BigEndian.Uint64(x.message("INBOX", 4)[24:])
-				deleteBlob(x.bucket(bucketBlobs), blob)
+				deleteBlobKeys(x.t, x.bucket(bucketBlobs), blob)
 			})},
 		{name: "blob missing a chunk", kind: CheckBlobMissing, account: a, object: "UID 3", fixable: false,
 			corrupt: alice(func(x accountTx) {
@@ -430,6 +442,20 @@ func TestCheckCorruptions(t *testing.T) {
 					x.t.Fatal(err)
 				}
 			})},
+		{name: "expunged blob missing from the purge list", kind: CheckBlobOrphan, account: a, object: "blob 2", fixable: true, repaired: true,
+			corrupt: alice(func(x accountTx) {
+				p := x.bucket(bucketPurge)
+				c := p.Cursor()
+				for k, _ := c.First(); k != nil; k, _ = c.First() {
+					c.Delete()
+				}
+			})},
+		{name: "malformed purge list key", kind: CheckRecord, account: a, object: "purge list key", fixable: true, repaired: true,
+			corrupt: alice(func(x accountTx) { x.put(x.bucket(bucketPurge), []byte{1, 2}, nil) })},
+		{name: "keyword missing from the keyword list", kind: CheckRecord, account: a, object: `mailbox "INBOX"`, fixable: true, repaired: true,
+			corrupt: alice(func(x accountTx) { x.setInfo("INBOX", func(m *Mailbox) { m.Keywords = nil }) })},
+		{name: "recent mark above UIDNEXT", kind: CheckUID, account: a, object: `mailbox "Archive"`, fixable: true, repaired: true,
+			corrupt: alice(func(x accountTx) { x.setInfo("Archive", func(m *Mailbox) { m.RecentUID = m.UIDNext + 10 }) })},
 		{name: "alias to no account", kind: CheckIndex, account: "carol@example.org", object: "alias", fixable: false,
 			corrupt: global(func(tx *bolt.Tx) { tx.Bucket(bucketAliases).Put([]byte("c@example.org"), []byte("carol@example.org")) })},
 		{name: "alias that is an account", kind: CheckIndex, account: "bob@example.org", object: "alias bob@example.org", fixable: false,
@@ -562,7 +588,7 @@ func TestCheckRepairedStoreWorks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := ms.Append("INBOX", msg(42), 0)
+	r, err := ms.Append("INBOX", msg(42), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -651,13 +677,13 @@ func TestCheckWhileInUse(t *testing.T) {
 							return
 						default:
 						}
-						r, err := ms.Append("INBOX", msg(i), 0)
+						r, err := ms.Append("INBOX", msg(i), Limits{})
 						if err != nil {
 							t.Error(err)
 							return
 						}
 						ms.StoreFlags(mb.ID, []uint32{r.UID}, FlagsAdd, []string{FlagSeen}, 0)
-						ms.Copy(mb.ID, []uint32{r.UID}, arch.ID, i%2 == 0, 0)
+						ms.Copy(mb.ID, []uint32{r.UID}, arch.ID, i%2 == 0, Limits{})
 						if i%3 == 0 {
 							ms.Expunge(mb.ID, []uint32{r.UID - 1}, false)
 						}

@@ -28,12 +28,16 @@ var ErrOverQuota = errors.New("over quota")
 //	mboxes/<id>/c/<modseq><uid> -> 0 (changed) or 1 (expunged: a tombstone)
 //	blobs/<blob><chunk>    -> up to chunkSize bytes of a raw message
 //	blobs/<blob><ffffffff> -> refcount uint32, then the parsed form
+//	purge/<modseq><blob>   -> "" (a body whose last message was expunged at
+//	                          modseq, kept until no session can address it)
+//	meta/layout            -> uint64, see upgradeAccount
 var (
 	bucketMeta   = []byte("meta")
 	bucketNames  = []byte("names")
 	bucketSubs   = []byte("subs")
 	bucketMboxes = []byte("mboxes")
 	bucketBlobs  = []byte("blobs")
+	bucketPurge  = []byte("purge")
 
 	keyInfo     = []byte("i")
 	keyMsgs     = []byte("m")
@@ -65,6 +69,17 @@ type Mailbox struct {
 	Deleted      uint32    `json:"deleted"` // messages flagged \Deleted
 	Size         int64     `json:"size"`
 	Created      time.Time `json:"created"`
+	// Keywords is every keyword ever set on a message of the mailbox, in
+	// order of first use, spelled as first used. It only grows (as in
+	// Dovecot): clearing a keyword from every message leaves it listed.
+	// Appends, copies, moves and flag changes maintain it in their own
+	// transaction, so SELECT sends FLAGS and PERMANENTFLAGS (RFC 9051
+	// §7.3.5) without a scan, and a session that has announced the first n
+	// keywords knows a new one appeared when len(Keywords) > n.
+	Keywords []string `json:"keywords,omitempty"`
+	// RecentUID is the first UID that no session has yet claimed as
+	// \Recent (RFC 3501 §2.3.2); see Mailstore.ClaimRecent.
+	RecentUID uint32 `json:"recent_uid,omitempty"`
 }
 
 // Message is the record of one message in a mailbox.
@@ -113,7 +128,7 @@ type atx struct {
 // Bucket returns the account's bucket called name.
 func (t *atx) Bucket(name []byte) *bolt.Bucket { return t.root.Bucket(name) }
 
-var accountBuckets = [][]byte{bucketMeta, bucketNames, bucketSubs, bucketMboxes, bucketBlobs}
+var accountBuckets = [][]byte{bucketMeta, bucketNames, bucketSubs, bucketMboxes, bucketBlobs, bucketPurge}
 
 func accountKey(id uint64) []byte { return append([]byte("a"), u64(id)...) }
 
@@ -193,7 +208,7 @@ func (f *mailFile) ensureAccount(key []byte) error {
 				return err
 			}
 		}
-		return nil
+		return root.Bucket(bucketMeta).Put(keyLayout, u64(accountLayout))
 	})
 }
 
@@ -474,7 +489,7 @@ func createMailbox(tx *atx, name, specialUse string) (Mailbox, error) {
 		return Mailbox{}, err
 	}
 	mb := &mbox{b: b, info: Mailbox{ID: id, Name: name, SpecialUse: specialUse, UIDValidity: uv, UIDNext: 1,
-		HighestModSeq: nextModSeq(tx), Created: time.Now().UTC()}}
+		RecentUID: 1, HighestModSeq: nextModSeq(tx), Created: time.Now().UTC()}}
 	if err := mb.save(); err != nil {
 		return Mailbox{}, err
 	}
@@ -515,10 +530,11 @@ func (m *Mailstore) DeleteMailbox(name string) error {
 			return err
 		}
 		var freed int64
+		modseq := nextModSeq(tx)
 		err = mb.msgs().ForEach(func(k, v []byte) error {
 			msg := decodeMessage(k, v)
 			freed += msg.Size
-			return unrefBlob(tx, msg.BlobID)
+			return unrefBlob(tx, msg.BlobID, modseq)
 		})
 		if err != nil {
 			return err

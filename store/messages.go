@@ -189,9 +189,9 @@ type AppendResult struct {
 	ModSeq      uint64
 }
 
-// Append stores msg in the mailbox called name. If quota is positive and the
-// account's total size would exceed it, Append fails with ErrOverQuota.
-func (m *Mailstore) Append(name string, msg NewMessage, quota int64) (AppendResult, error) {
+// Append stores msg in the mailbox called name. If the account's total size
+// or message count would exceed quota, Append fails with ErrOverQuota.
+func (m *Mailstore) Append(name string, msg NewMessage, quota Limits) (AppendResult, error) {
 	var res AppendResult
 	err := m.update(func(tx *atx) error {
 		mb, err := mailboxByName(tx, name)
@@ -199,8 +199,11 @@ func (m *Mailstore) Append(name string, msg NewMessage, quota int64) (AppendResu
 			return err
 		}
 		size := int64(len(msg.Body))
-		if total := addAccountSize(tx, size); quota > 0 && total > quota {
-			return fmt.Errorf("%w: %d of %d bytes", ErrOverQuota, total-size, quota)
+		if total := addAccountSize(tx, size); quota.Bytes > 0 && total > quota.Bytes {
+			return fmt.Errorf("%w: %d of %d bytes", ErrOverQuota, total-size, quota.Bytes)
+		}
+		if err := checkMessages(tx, quota, 1); err != nil {
+			return err
 		}
 		blob, err := putBlob(tx, msg.Body, msg.Parsed)
 		if err != nil {
@@ -226,6 +229,7 @@ func (mb *mbox) insert(tx *atx, blob uint64, size int64, date time.Time, fs flag
 		return AppendResult{}, err
 	}
 	mb.count(fs, size, +1)
+	mb.noteKeywords(fs.keywords)
 	if err := mb.logChange(uid, 0, modseq, false); err != nil {
 		return AppendResult{}, err
 	}
@@ -277,18 +281,37 @@ func refBlob(tx *atx, id uint64) error {
 	return blobs.Put(blobKey(id, infoChunk), nv)
 }
 
-func unrefBlob(tx *atx, id uint64) error {
+// unrefBlob drops one reference to a blob, the last one at modseq. A blob
+// without references is not deleted at once: sessions that have not yet
+// learnt of the expunge may still read it (RFC 2180 §4.1), so it goes on the
+// purge list, and PurgeBlobs deletes it once no session can address it.
+func unrefBlob(tx *atx, id, modseq uint64) error {
 	blobs := tx.Bucket(bucketBlobs)
 	v := blobs.Get(blobKey(id, infoChunk))
 	if v == nil {
 		return nil
 	}
-	if n := binary.BigEndian.Uint32(v); n > 1 {
-		nv := append([]byte(nil), v...)
-		binary.BigEndian.PutUint32(nv, n-1)
-		return blobs.Put(blobKey(id, infoChunk), nv)
+	n := binary.BigEndian.Uint32(v)
+	if n == 0 {
+		return nil // already waiting on the purge list
 	}
-	// The last reference: the chunks and the info record go.
+	nv := append([]byte(nil), v...)
+	binary.BigEndian.PutUint32(nv, n-1)
+	if err := blobs.Put(blobKey(id, infoChunk), nv); err != nil {
+		return err
+	}
+	if n > 1 {
+		return nil
+	}
+	if purge := tx.Bucket(bucketPurge); purge != nil {
+		return appendOnly(purge).Put(purgeKey(modseq, id), nil)
+	}
+	return deleteBlob(tx, id)
+}
+
+// deleteBlob removes a blob's chunks and info record.
+func deleteBlob(tx *atx, id uint64) error {
+	blobs := tx.Bucket(bucketBlobs)
 	c := blobs.Cursor()
 	prefix := u64(id)
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
@@ -305,7 +328,7 @@ func (m *Mailstore) Parsed(blob uint64) ([]byte, error) {
 	err := m.view(func(tx *atx) error {
 		v := tx.Bucket(bucketBlobs).Get(blobKey(blob, infoChunk))
 		if v == nil {
-			return fmt.Errorf("blob %d: %w", blob, ErrNotFound)
+			return fmt.Errorf("blob %d: %w", blob, ErrExpunged)
 		}
 		out = append([]byte(nil), v[4:]...)
 		return nil
@@ -332,7 +355,7 @@ func (m *Mailstore) ReadBody(blob uint64) ([]byte, error) {
 			out = append(out, v...)
 		}
 		if !found {
-			return fmt.Errorf("blob %d: %w", blob, ErrNotFound)
+			return fmt.Errorf("blob %d: %w", blob, ErrExpunged)
 		}
 		return nil
 	})
@@ -360,7 +383,7 @@ func (r *BodyReader) load(chunk int64) error {
 	return r.m.view(func(tx *atx) error {
 		v := tx.Bucket(bucketBlobs).Get(blobKey(r.blob, uint32(chunk)))
 		if v == nil {
-			return fmt.Errorf("blob %d chunk %d: %w", r.blob, chunk, ErrNotFound)
+			return fmt.Errorf("blob %d chunk %d: %w", r.blob, chunk, ErrExpunged)
 		}
 		r.buf = append(r.buf[:0], v...)
 		r.chunk = chunk
@@ -527,6 +550,7 @@ func (m *Mailstore) StoreFlags(mboxID uint64, uids []uint32, op FlagOp, flags []
 			msg := decodeMessage(k, v)
 			mb.count(old, msg.Size, -1)
 			mb.count(nfs, msg.Size, +1)
+			mb.noteKeywords(nfs.keywords)
 			if err := b.Put(k, encodeMessage(modseq, msg.InternalDate, msg.Size, msg.BlobID, nfs)); err != nil {
 				return err
 			}
@@ -576,7 +600,7 @@ type CopyResult struct {
 
 // Copy copies messages (bodies are shared, not duplicated) into dst. With
 // move set the sources are expunged in the same transaction (RFC 6851).
-func (m *Mailstore) Copy(src uint64, uids []uint32, dst uint64, move bool, quota int64) (CopyResult, error) {
+func (m *Mailstore) Copy(src uint64, uids []uint32, dst uint64, move bool, quota Limits) (CopyResult, error) {
 	var res CopyResult
 	err := m.update(func(tx *atx) error {
 		res = CopyResult{}
@@ -620,8 +644,15 @@ func (m *Mailstore) Copy(src uint64, uids []uint32, dst uint64, move bool, quota
 			res.SourceUIDs = append(res.SourceUIDs, uid)
 			res.DestUIDs = append(res.DestUIDs, r.UID)
 		}
-		if total := addAccountSize(tx, added); quota > 0 && added > 0 && total > quota {
-			return fmt.Errorf("%w: %d of %d bytes", ErrOverQuota, total-added, quota)
+		if total := addAccountSize(tx, added); quota.Bytes > 0 && added > 0 && total > quota.Bytes {
+			return fmt.Errorf("%w: %d of %d bytes", ErrOverQuota, total-added, quota.Bytes)
+		}
+		if !move && len(res.DestUIDs) > 0 {
+			// insert has saved the destination's counters: the copies are
+			// counted in already.
+			if err := checkMessages(tx, quota, 0); err != nil {
+				return err
+			}
 		}
 		if move {
 			if err := from.save(); err != nil {
@@ -644,8 +675,20 @@ func (mb *mbox) remove(k []byte, msg Message, fs flagSet, modseq uint64) error {
 // Expunge removes messages and leaves a tombstone for each. uids nil means
 // every message; with requireDeleted only messages flagged \Deleted go
 // (IMAP EXPUNGE), without it the given ones go regardless (POP3 DELE).
-// It returns the expunged UIDs in ascending order.
+// It returns the expunged UIDs in ascending order. Bodies left without a
+// message wait on the purge list (see PurgeBlobs).
 func (m *Mailstore) Expunge(mboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
+	return m.expunge(mboxID, uids, requireDeleted, false)
+}
+
+// ExpungeAndPurge is Expunge that also deletes, in the same transaction,
+// every body on the purge list, these included: for a caller that knows no
+// session can address an expunged message.
+func (m *Mailstore) ExpungeAndPurge(mboxID uint64, uids []uint32, requireDeleted bool) ([]uint32, error) {
+	return m.expunge(mboxID, uids, requireDeleted, true)
+}
+
+func (m *Mailstore) expunge(mboxID uint64, uids []uint32, requireDeleted, purge bool) ([]uint32, error) {
 	var out []uint32
 	err := m.update(func(tx *atx) error {
 		out = out[:0]
@@ -689,7 +732,7 @@ func (m *Mailstore) Expunge(mboxID uint64, uids []uint32, requireDeleted bool) (
 			if err := mb.remove(kv[0], msg, fs, modseq); err != nil {
 				return err
 			}
-			if err := unrefBlob(tx, msg.BlobID); err != nil {
+			if err := unrefBlob(tx, msg.BlobID, modseq); err != nil {
 				return err
 			}
 			freed += msg.Size
@@ -699,6 +742,11 @@ func (m *Mailstore) Expunge(mboxID uint64, uids []uint32, requireDeleted bool) (
 			return nil
 		}
 		addAccountSize(tx, -freed)
+		if purge {
+			if _, err := purgeUpTo(tx, ^uint64(0)); err != nil {
+				return err
+			}
+		}
 		return mb.save()
 	})
 	return out, err

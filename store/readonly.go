@@ -14,10 +14,10 @@ import (
 // it creates nothing and writes nothing, and fails if there is no store in
 // opts.Dir.
 func openReadOnly(opts Options) (*Store, error) {
-	path := filepath.Join(opts.Dir, "roost.db")
+	path := filepath.Join(opts.Dir, globalFileName)
 	if _, err := os.Stat(path); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("store: no store in %s (%s does not exist): %w", opts.Dir, filepath.Base(path), ErrNotFound)
+			return nil, fmt.Errorf("store: %s: %w", opts.Dir, ErrNoStore)
 		}
 		return nil, fmt.Errorf("store: %w", err)
 	}

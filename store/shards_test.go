@@ -28,7 +28,7 @@ func TestSharedFiles(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 10; i++ {
-				if _, err := stores[(w+i)%5].Append("INBOX", msg(i), 0); err != nil {
+				if _, err := stores[(w+i)%5].Append("INBOX", msg(i), Limits{}); err != nil {
 					t.Error(err)
 				}
 			}
@@ -54,7 +54,7 @@ func TestSharedFiles(t *testing.T) {
 		t.Fatalf("deleted account's mail: %v", err)
 	}
 	bdir := t.TempDir()
-	if err := s.Backup(bdir); err != nil {
+	if err := s.Backup(bdir, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()

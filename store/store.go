@@ -35,12 +35,23 @@ var (
 	ErrModified      = errors.New("modified since")
 	ErrInvalidName   = errors.New("invalid name")
 	ErrMailboxLocked = errors.New("mailbox is locked")
+	// ErrExpunged says a message's body or record is gone because the
+	// message was expunged. It matches ErrNotFound too.
+	ErrExpunged = fmt.Errorf("message expunged: %w", ErrNotFound)
+	// ErrNoStore is returned by Open with Options.MustExist when the
+	// directory holds no store.
+	ErrNoStore = errors.New("no store here")
 )
 
 // Options configure Open.
 type Options struct {
-	// Dir holds roost.db and accounts/*.db. It is created if missing.
+	// Dir holds roost.db and accounts/*.db. It is created if missing,
+	// unless MustExist is set.
 	Dir string
+	// MustExist makes Open fail with ErrNoStore instead of creating a
+	// store where there is none (admin tools must not create a second,
+	// empty store beside the server's).
+	MustExist bool
 	// NoSync skips fsync. Only for tests: a success reply must mean durable.
 	NoSync bool
 	// Shards is how many mail files the accounts share. 0 gives every
@@ -70,6 +81,10 @@ type Store struct {
 	accounts map[uint64]*Mailstore
 	files    map[string]*mailFile // by path
 	closed   bool
+
+	// backupHook, if set (tests), runs before each file of a backup is
+	// copied; an error makes the backup fail there.
+	backupHook func(rel string) error
 }
 
 // Account is a mail account.
@@ -82,6 +97,19 @@ type Account struct {
 	// QuotaMessages caps the number of messages over all mailboxes (0: none).
 	QuotaMessages int64 `json:"quota_messages,omitempty"`
 	Disabled      bool  `json:"disabled,omitempty"`
+	// RejectMail, with Disabled, refuses mail for the account too.
+	RejectMail   bool          `json:"reject_mail,omitempty"`
+	AppPasswords []AppPassword `json:"app_passwords,omitempty"`
+}
+
+// AppPassword is a password for one mail app, usable instead of the
+// account's own and revocable alone. ID is the public prefix of the
+// password, so a login checks one hash, not all of them.
+type AppPassword struct {
+	ID      string    `json:"id"`
+	Label   string    `json:"label"`
+	Hash    string    `json:"hash"`
+	Created time.Time `json:"created"`
 }
 
 var (
@@ -91,6 +119,19 @@ var (
 )
 
 const schemaVersion = 1
+
+// globalFileName is the file of accounts and aliases inside Dir; its
+// presence is what makes a directory a store.
+const globalFileName = "roost.db"
+
+// Exists reports whether dir holds a store.
+func Exists(dir string) (bool, error) {
+	_, err := os.Stat(filepath.Join(dir, globalFileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
 
 // Open opens (creating if needed) the store in opts.Dir.
 func Open(opts Options) (*Store, error) {
@@ -109,13 +150,22 @@ func Open(opts Options) (*Store, error) {
 	if opts.ReadOnly {
 		return openReadOnly(opts)
 	}
+	if opts.MustExist {
+		ok, err := Exists(opts.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		if !ok {
+			return nil, fmt.Errorf("store: %s: %w", opts.Dir, ErrNoStore)
+		}
+	}
 	if err := os.MkdirAll(filepath.Join(opts.Dir, "accounts"), 0o700); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", opts.Dir, err)
 	}
 	if err := os.MkdirAll(filepath.Join(opts.Dir, "mail"), 0o700); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", opts.Dir, err)
 	}
-	db, err := openBolt(filepath.Join(opts.Dir, "roost.db"), opts, 0)
+	db, err := openBolt(filepath.Join(opts.Dir, globalFileName), opts, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -437,83 +487,13 @@ func (s *Store) Mailstore(id uint64) (*Mailstore, error) {
 		return nil, fmt.Errorf("store: account %d: %w", id, err)
 	}
 	m = &Mailstore{f: f, key: key}
+	if err := m.upgradeAccount(); err != nil {
+		return nil, fmt.Errorf("store: account %d: %w", id, err)
+	}
 	s.mu.Lock()
 	s.accounts[id] = m
 	s.mu.Unlock()
 	return m, nil
-}
-
-// Backup writes a consistent copy of every store file into dir, while the
-// store is in use: each file is copied inside one read transaction
-// (bbolt Tx.WriteTo), so writers are not blocked. Restoring is copying the
-// files back into an empty data directory.
-func (s *Store) Backup(dir string) error {
-	if err := os.MkdirAll(filepath.Join(dir, "accounts"), 0o700); err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	if err := backupDB(s.global, filepath.Join(dir, "roost.db")); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "mail"), 0o700); err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	accts, err := s.Accounts()
-	if err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	done := make(map[string]bool)
-	for _, a := range accts {
-		path := s.mailPath(a.ID)
-		if done[path] {
-			continue
-		}
-		done[path] = true
-		m, err := s.Mailstore(a.ID)
-		if err != nil {
-			return fmt.Errorf("backup %s: %w", a.Address, err)
-		}
-		rel, _ := filepath.Rel(s.opts.Dir, path)
-		if err := backupDB(m.f.db, filepath.Join(dir, rel)); err != nil {
-			return err
-		}
-	}
-	return syncDir(dir)
-}
-
-func backupDB(db *bolt.DB, path string) error {
-	tmp := path + ".tmp"
-	err := db.View(func(tx *bolt.Tx) error {
-		return tx.CopyFile(tmp, 0o600)
-	})
-	if err == nil {
-		err = fsyncFile(tmp)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("backup %s: %w", filepath.Base(path), err)
-	}
-	return nil
-}
-
-func fsyncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
-}
-
-func syncDir(dir string) error {
-	for _, d := range []string{dir, filepath.Join(dir, "accounts"), filepath.Join(dir, "mail")} {
-		if err := fsyncFile(d); err != nil {
-			return fmt.Errorf("backup: sync %s: %w", d, err)
-		}
-	}
-	return nil
 }
 
 func putJSON(b *bolt.Bucket, key []byte, v any) error {

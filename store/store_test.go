@@ -91,7 +91,7 @@ func TestUIDsAndModSeqsIncrease(t *testing.T) {
 	ms, mb := newAccount(t, s, "a@x.org")
 	var lastModSeq uint64
 	for i := 1; i <= 10; i++ {
-		res, err := ms.Append("INBOX", msg(i), 0)
+		res, err := ms.Append("INBOX", msg(i), Limits{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +104,7 @@ func TestUIDsAndModSeqsIncrease(t *testing.T) {
 	if _, err := ms.Expunge(mb.ID, []uint32{9, 10}, false); err != nil {
 		t.Fatal(err)
 	}
-	res, err := ms.Append("INBOX", msg(11), 0)
+	res, err := ms.Append("INBOX", msg(11), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestTombstonesAndChangeLog(t *testing.T) {
 	defer s.Close()
 	ms, mb := newAccount(t, s, "a@x.org")
 	for i := 1; i <= 5; i++ {
-		if _, err := ms.Append("INBOX", msg(i), 0); err != nil {
+		if _, err := ms.Append("INBOX", msg(i), Limits{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -185,7 +185,7 @@ func TestCountersThroughEveryOperation(t *testing.T) {
 		if i%2 == 0 {
 			m.Flags = []string{FlagSeen}
 		}
-		if _, err := ms.Append("INBOX", m, 0); err != nil {
+		if _, err := ms.Append("INBOX", m, Limits{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -201,8 +201,8 @@ func TestCountersThroughEveryOperation(t *testing.T) {
 			_, _, err := ms.StoreFlags(inbox.ID, []uint32{3}, FlagsRemove, []string{FlagDeleted}, 0)
 			return err
 		}},
-		{"copy", func() error { _, err := ms.Copy(inbox.ID, []uint32{3, 4, 5}, arch.ID, false, 0); return err }},
-		{"move", func() error { _, err := ms.Copy(inbox.ID, []uint32{6, 7}, arch.ID, true, 0); return err }},
+		{"copy", func() error { _, err := ms.Copy(inbox.ID, []uint32{3, 4, 5}, arch.ID, false, Limits{}); return err }},
+		{"move", func() error { _, err := ms.Copy(inbox.ID, []uint32{6, 7}, arch.ID, true, Limits{}); return err }},
 		{"expunge deleted", func() error { _, err := ms.Expunge(inbox.ID, nil, true); return err }},
 		{"expunge given", func() error { _, err := ms.Expunge(arch.ID, []uint32{1}, false); return err }},
 	}
@@ -236,8 +236,8 @@ func TestUnchangedSince(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	defer s.Close()
 	ms, mb := newAccount(t, s, "a@x.org")
-	r1, _ := ms.Append("INBOX", msg(1), 0)
-	ms.Append("INBOX", msg(2), 0)
+	r1, _ := ms.Append("INBOX", msg(1), Limits{})
+	ms.Append("INBOX", msg(2), Limits{})
 	upd, _, _ := ms.StoreFlags(mb.ID, []uint32{2}, FlagsAdd, []string{FlagFlagged}, 0)
 	// RFC 7162 §3.1.3: UID 2 changed after r1.ModSeq, so it is refused.
 	_, modified, err := ms.StoreFlags(mb.ID, []uint32{1, 2}, FlagsAdd, []string{FlagSeen}, upd[0].ModSeq-1)
@@ -251,7 +251,7 @@ func TestRestartPersistence(t *testing.T) {
 	s := openTest(t, dir)
 	ms, mb := newAccount(t, s, "a@x.org")
 	for i := 1; i <= 3; i++ {
-		ms.Append("INBOX", msg(i), 0)
+		ms.Append("INBOX", msg(i), Limits{})
 	}
 	ms.StoreFlags(mb.ID, []uint32{2}, FlagsAdd, []string{FlagAnswered, "$Label1"}, 0)
 	before := checkCounters(t, ms, mb.ID)
@@ -301,7 +301,7 @@ func TestConcurrentDeliveries(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					for i := 0; i < each; i++ {
-						if _, err := stores[(w+i)%accounts].Append("INBOX", msg(i), 0); err != nil {
+						if _, err := stores[(w+i)%accounts].Append("INBOX", msg(i), Limits{}); err != nil {
 							errs <- err
 						}
 					}
@@ -344,7 +344,7 @@ func TestFailedWriteDoesNotUndoOthers(t *testing.T) {
 			if i%3 == 0 {
 				name = "Missing" // fails inside the shared transaction
 			}
-			_, err := ms.Append(name, msg(i), 0)
+			_, err := ms.Append(name, msg(i), Limits{})
 			if name == "INBOX" {
 				good.Store(i, err)
 			} else {
@@ -375,7 +375,7 @@ func TestQuota(t *testing.T) {
 	defer s.Close()
 	ms, mb := newAccount(t, s, "a@x.org")
 	m := msg(1)
-	quota := int64(len(m.Body)*2 + 1)
+	quota := Limits{Bytes: int64(len(m.Body)*2 + 1)}
 	for i := 0; i < 2; i++ {
 		if _, err := ms.Append("INBOX", m, quota); err != nil {
 			t.Fatal(err)
@@ -400,7 +400,7 @@ func TestLargeMessageStreams(t *testing.T) {
 	for i := range body {
 		body[i] = byte('a' + i%26)
 	}
-	res, err := ms.Append("INBOX", NewMessage{Body: body}, 0)
+	res, err := ms.Append("INBOX", NewMessage{Body: body}, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,10 +415,19 @@ func TestLargeMessageStreams(t *testing.T) {
 	if _, err := r.ReadAt(p, chunkSize-50); err != nil || !bytes.Equal(p, body[chunkSize-50:chunkSize+50]) {
 		t.Fatalf("ReadAt across chunks: %v", err)
 	}
-	// Expunge frees every chunk.
+	// Expunge puts the body on the purge list; purging frees every chunk.
 	ms.Expunge(mb.ID, []uint32{res.UID}, false)
-	if _, err := ms.ReadBody(msgs[0].BlobID); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("body after expunge: %v", err)
+	if got, err := ms.ReadBody(msgs[0].BlobID); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("body after expunge, before purge: len %d, %v", len(got), err)
+	}
+	if n, pending, err := ms.PurgeBlobs(^uint64(0)); n != 1 || pending != 0 || err != nil {
+		t.Fatalf("PurgeBlobs = %d, %d, %v; want 1, 0, nil", n, pending, err)
+	}
+	if _, err := ms.ReadBody(msgs[0].BlobID); !errors.Is(err, ErrExpunged) || !errors.Is(err, ErrNotFound) {
+		t.Fatalf("body after purge: %v", err)
+	}
+	if _, err := r.ReadAt(p, 0); !errors.Is(err, ErrExpunged) {
+		t.Fatalf("ReadAt after purge: %v", err)
 	}
 }
 
@@ -431,7 +440,7 @@ func TestMailboxes(t *testing.T) {
 	}
 	ms.CreateMailbox("a", "")
 	ms.CreateMailbox("a/b", "")
-	r, _ := ms.Append("a/b", msg(1), 0)
+	r, _ := ms.Append("a/b", msg(1), Limits{})
 	if err := ms.RenameMailboxes([][2]string{{"a", "c"}, {"a/b", "c/b"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -496,7 +505,7 @@ func TestBackupRoundTrip(t *testing.T) {
 	ms, mb := newAccount(t, s, "a@x.org")
 	s.PutAlias("b@x.org", "a@x.org")
 	for i := 1; i <= 20; i++ {
-		ms.Append("INBOX", msg(i), 0)
+		ms.Append("INBOX", msg(i), Limits{})
 	}
 	// Writers keep going while the backup runs: the copy must still be
 	// consistent (counters match the messages it holds).
@@ -509,12 +518,12 @@ func TestBackupRoundTrip(t *testing.T) {
 			case <-stop:
 				return
 			default:
-				ms.Append("INBOX", msg(100+i), 0)
+				ms.Append("INBOX", msg(100+i), Limits{})
 			}
 		}
 	}()
 	bdir := t.TempDir()
-	err := s.Backup(bdir)
+	err := s.Backup(bdir, nil)
 	close(stop)
 	<-done
 	if err != nil {

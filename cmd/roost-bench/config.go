@@ -32,6 +32,7 @@ type config struct {
 	n           int
 	pass        string
 	from        string
+	auth        string // deliver: AUTH PLAIN as this account (submission)
 	concurrency int
 	duration    time.Duration
 	count       int64
@@ -98,6 +99,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.n, "n", 100, "number of accounts")
 	fs.StringVar(&cfg.pass, "pass", "secret", "`password` of every account")
 	fs.StringVar(&cfg.from, "from", "loadgen@example.net", "envelope sender `address` of deliveries")
+	fs.StringVar(&cfg.auth, "auth", "", "deliver over -smtp: log in as `account` (AUTH PLAIN, password -pass) on every connection, as on Roost's submission port")
 	fs.IntVar(&cfg.concurrency, "c", 8, "concurrency: connections or clients; idle, bigbox and smoke default to 100, 32 and 2")
 	fs.DurationVar(&cfg.duration, "duration", 30*time.Second, "run `time`; idle: hold time (default 10s), smoke: upper bound (default 1m), bigbox: unused")
 	fs.Int64Var(&cfg.count, "count", 0, "stop after `K` operations (deliver: messages; imap, pop3: sessions); with -count alone there is no time limit")

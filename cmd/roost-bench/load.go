@@ -40,8 +40,27 @@ type counters struct {
 	ok, failed atomic.Int64
 }
 
+// preparer is a worker that sets up before the run starts (opens its
+// connection), so that every worker takes part from the first operation and
+// the set-up is not timed.
+type preparer interface {
+	prepare(ctx context.Context)
+}
+
 // runLoad drives workers according to plan and returns when all are done.
+// Workers are created and prepared (in parallel) before the clock starts.
 func runLoad(ctx context.Context, plan loadPlan, cnt *counters, newWorker func(id int) worker) loadOutcome {
+	workers := make([]worker, plan.concurrency)
+	var prep sync.WaitGroup
+	for id := range workers {
+		workers[id] = newWorker(id)
+		if p, ok := workers[id].(preparer); ok {
+			prep.Add(1)
+			go func() { defer prep.Done(); p.prepare(ctx) }()
+		}
+	}
+	prep.Wait()
+
 	stopCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if plan.duration > 0 {
@@ -75,11 +94,10 @@ func runLoad(ctx context.Context, plan loadPlan, cnt *counters, newWorker func(i
 	}
 
 	var wg sync.WaitGroup
-	for id := range plan.concurrency {
+	for _, w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := newWorker(id)
 			defer w.close()
 			for {
 				seq, ok := claim()

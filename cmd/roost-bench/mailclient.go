@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -72,6 +73,20 @@ func dialMail(ctx context.Context, addr string, lmtp bool, timeout time.Duration
 		c.ext[strings.ToUpper(kw)] = arg
 	}
 	return c, nil
+}
+
+// authPlain logs in with AUTH PLAIN (RFC 4954, RFC 4616), for the
+// submission port.
+func (c *mailClient) authPlain(user, pass string) error {
+	c.deadline()
+	resp := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
+	if err := c.tp.PrintfLine("AUTH PLAIN %s", resp); err != nil {
+		return fmt.Errorf("AUTH: %w", err)
+	}
+	if code, msg, err := c.tp.ReadResponse(235); err != nil {
+		return &replyError{cmd: "AUTH", code: code, msg: msg}
+	}
+	return nil
 }
 
 func (c *mailClient) deadline() {

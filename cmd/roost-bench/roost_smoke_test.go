@@ -15,6 +15,7 @@ import (
 	"github.com/roostmail/roost/backend"
 	"github.com/roostmail/roost/imapd"
 	"github.com/roostmail/roost/lmtp"
+	"github.com/roostmail/roost/outbound"
 	"github.com/roostmail/roost/pop3d"
 )
 
@@ -218,5 +219,46 @@ func TestIdleAndBigboxAgainstRoost(t *testing.T) {
 	out, err = runTool(t, append([]string{"bigbox"}, rs.flags("pw", "-n", "2", "-messages", "10", "-probes", "1")...)...)
 	if err != nil || len(out) != 1 || num(t, out[0], "filled") != 0 {
 		t.Errorf("bigbox rerun: err %v, %v", err, out)
+	}
+}
+
+// TestDeliverToSubmission: deliver with -auth against Roost's submission
+// server (in-process, with its outbound engine delivering to local
+// accounts), as the submission throughput is measured.
+func TestDeliverToSubmission(t *testing.T) {
+	b, err := backend.New(backend.Options{DataDir: t.TempDir(), Hostname: "roost.test", NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	ctx := context.Background()
+	for _, a := range []string{"sender@example.org", "user1@example.org", "user2@example.org"} {
+		if err := b.CreateUser(ctx, a, "pw"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eng, err := outbound.New(outbound.Options{Backend: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go eng.Run()
+	t.Cleanup(func() { eng.Shutdown(context.Background()) })
+	sub, err := lmtp.New(lmtp.Options{Backend: b, Submission: &lmtp.SubmissionOptions{Enqueue: eng.Enqueue, AuthFailureDelay: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serveOnLoopback(t, "submission", sub)
+	out, err := runTool(t, "deliver", "-smtp", addr, "-auth", "sender@example.org", "-pass", "pw", "-from", "sender@example.org",
+		"-users", "user%d@example.org", "-n", "2", "-c", "2", "-count", "10", "-q", "-json")
+	if err != nil || len(out) != 1 {
+		t.Fatalf("deliver: %v (%d objects)", err, len(out))
+	}
+	if num(t, out[0], "messages") != 10 || num(t, out[0], "errors") != 0 {
+		t.Errorf("deliver to submission: %v", out[0])
+	}
+	// Without the right password every transaction fails.
+	if _, err := runTool(t, "deliver", "-smtp", addr, "-auth", "sender@example.org", "-pass", "wrong", "-from", "sender@example.org",
+		"-users", "user%d@example.org", "-n", "2", "-c", "1", "-count", "1", "-q", "-json"); err == nil {
+		t.Error("deliver with a wrong password succeeded")
 	}
 }

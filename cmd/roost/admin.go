@@ -16,6 +16,7 @@ import (
 
 	"github.com/roostmail/roost/autoconfig"
 	"github.com/roostmail/roost/backend"
+	"github.com/roostmail/roost/outbound"
 	"github.com/roostmail/roost/store"
 )
 
@@ -25,24 +26,34 @@ import (
 type admin struct {
 	b       *backend.Backend
 	dataDir string
+	// outbound is the running server's queue engine; nil in direct mode.
+	outbound *outbound.Engine
 	// status lists the running server's listeners; nil in direct mode.
 	status func() []string
+	// maxMessageBytes is the backend's message size limit (imports).
+	maxMessageBytes int64
 }
 
 // do executes req. Errors become one-line messages in the response.
 func (a *admin) do(ctx context.Context, req request) response {
-	lines, err := a.exec(ctx, req)
+	var resp response
+	lines, err := a.exec(ctx, withResponse(req, &resp))
 	if err != nil {
 		// Lines stay: check reports what it found and fails.
 		return response{Error: oneLine(err.Error()), Lines: lines}
 	}
-	return response{OK: true, Lines: lines}
+	resp.OK, resp.Lines = true, lines
+	return resp
 }
 
 func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 	want := map[string]int{
 		opPing: 0, opStatus: 0, opUserAdd: 1, opUserPasswd: 1, opUserDel: 1, opUserList: 0,
 		opAliasAdd: 2, opAliasDel: 1, opAliasList: 0, opBackup: 1,
+		opQueueList: 0, opQueueShow: 1, opQueueRetry: 1, opQueueDelete: 1,
+	}
+	for op, n := range moreOps {
+		want[op] = n
 	}
 	if req.Op == opCheck || req.Op == opCheckRepair {
 		rep, err := a.b.Check(ctx, req.Args, req.Op == opCheckRepair)
@@ -73,28 +84,15 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 			}
 			return nil, fmt.Errorf("%s is an alias; delete the alias first", addr)
 		}
-		return nil, wrapAdmin("user add", addr, err)
+		return a.done(wrapAdmin("user add", addr, err), "added %s to %s", addr, a.dataDir)
 	case opUserPasswd:
-		return nil, wrapAdmin("user passwd", req.Args[0], b.SetPassword(ctx, req.Args[0], req.Password))
+		err := wrapAdmin("user passwd", req.Args[0], b.SetPassword(ctx, req.Args[0], req.Password))
+		return a.done(err, "changed the password of %s in %s", req.Args[0], a.dataDir)
 	case opUserDel:
-		return nil, wrapAdmin("user del", req.Args[0], b.DeleteUser(ctx, req.Args[0]))
+		err := wrapAdmin("user del", req.Args[0], b.DeleteUser(ctx, req.Args[0]))
+		return a.done(err, "deleted %s and its mail from %s", req.Args[0], a.dataDir)
 	case opUserList:
-		users, err := b.Users(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("user list: %w", err)
-		}
-		lines := make([]string, 0, len(users))
-		for _, u := range users {
-			line := u.Address + "\tcreated=" + u.Created.UTC().Format(time.RFC3339)
-			if u.QuotaBytes > 0 {
-				line += fmt.Sprintf("\tquota=%d", u.QuotaBytes)
-			}
-			if u.Disabled {
-				line += "\tdisabled"
-			}
-			lines = append(lines, line)
-		}
-		return lines, nil
+		return a.userList(ctx)
 	case opAliasAdd:
 		alias, target := req.Args[0], req.Args[1]
 		err := b.AddAlias(ctx, alias, target)
@@ -104,13 +102,13 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 			}
 			return nil, fmt.Errorf("alias %s already exists", alias)
 		}
-		return nil, wrapAdmin("alias add", alias, err)
+		return a.done(wrapAdmin("alias add", alias, err), "added alias %s for %s to %s", alias, target, a.dataDir)
 	case opAliasDel:
 		err := b.DeleteAlias(ctx, req.Args[0])
 		if errors.Is(err, backend.ErrNotFound) {
 			return nil, fmt.Errorf("no such alias: %s", req.Args[0])
 		}
-		return nil, wrapAdmin("alias del", req.Args[0], err)
+		return a.done(wrapAdmin("alias del", req.Args[0], err), "deleted alias %s from %s", req.Args[0], a.dataDir)
 	case opAliasList:
 		aliases, err := b.Aliases(ctx)
 		if err != nil {
@@ -121,6 +119,8 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 			lines = append(lines, al[0]+"\t"+al[1])
 		}
 		return lines, nil
+	default:
+		return a.execMore(ctx, req)
 	case opBackup:
 		dir := req.Args[0]
 		if err := a.checkBackupDir(dir); err != nil {
@@ -129,9 +129,20 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 		if err := b.Backup(ctx, dir); err != nil {
 			return nil, fmt.Errorf("backup to %s: %w", dir, err)
 		}
-		return []string{"backup written to " + dir}, nil
+		return []string{"backup of " + a.dataDir + " written to " + dir + " (files listed with their SHA-256 in " + filepath.Join(dir, store.ManifestName) + ")"}, nil
+	case opQueueList, opQueueShow, opQueueRetry, opQueueDelete:
+		return queueOp(ctx, b, a.outbound, req.Op, req.Args)
 	}
-	return nil, fmt.Errorf("unknown operation %q", req.Op)
+}
+
+// done is the answer of a command that changes the store: on success one
+// line saying what changed in which store (so an admin sees at once when
+// a command went to another store than the server's).
+func (a *admin) done(err error, format string, args ...any) ([]string, error) {
+	if err != nil {
+		return nil, err
+	}
+	return []string{fmt.Sprintf(format, args...)}, nil
 }
 
 // wrapAdmin turns backend errors into the messages an admin reads; the
@@ -142,7 +153,8 @@ func wrapAdmin(cmd, addr string, err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, backend.ErrInvalidAddress), errors.Is(err, backend.ErrNoSuchUser),
-		errors.Is(err, backend.ErrEmptyPassword):
+		errors.Is(err, backend.ErrEmptyPassword), errors.Is(err, backend.ErrNoAppPassword),
+		errors.Is(err, backend.ErrAppPasswordExists):
 		return err
 	}
 	return fmt.Errorf("%s %s: %w", cmd, addr, err)
@@ -179,8 +191,8 @@ func runAdmin(ctx context.Context, cfg *Config, req request, env cliEnv) error {
 	sock := controlSocketPath(cfg.DataDir)
 	resp, err := callControl(ctx, sock, req)
 	switch {
-	case errors.Is(err, errNoServer) && req.Op == opStatus:
-		return fmt.Errorf("roost is not running (no server answers on %s)", sock)
+	case errors.Is(err, errNoServer) && req.Op == opStatus && len(req.Args) == 0:
+		return fmt.Errorf("roost is not running on data_dir %s (no server answers on %s)", cfg.DataDir, sock)
 	case errors.Is(err, errNoServer) && (req.Op == opCheck || req.Op == opCheckRepair):
 		resp, err = checkDirect(ctx, cfg, req)
 		if err != nil {
@@ -211,6 +223,12 @@ func runAdmin(ctx context.Context, cfg *Config, req request, env cliEnv) error {
 // needed, and makes a backup directory absolute.
 func prepareRequest(req *request, env cliEnv) error {
 	switch req.Op {
+	case opUserQuota, opUserDisable, opUserEnable, opUserStatus, opAppPasswordAdd, opAppPasswordList, opAppPasswordDel:
+		n, err := backend.NormalizeAddress(req.Args[0])
+		if err != nil {
+			return err
+		}
+		req.Args[0] = n
 	case opUserAdd, opUserPasswd, opUserDel, opAliasAdd, opAliasDel, opCheck, opCheckRepair:
 		for i, a := range req.Args {
 			n, err := backend.NormalizeAddress(a)
@@ -236,28 +254,135 @@ func prepareRequest(req *request, env cliEnv) error {
 	return nil
 }
 
-// runDirect opens the store itself (no server runs) and executes req.
+// runDirect opens the store itself (no server runs) and executes req. It
+// never creates a store: a command run with another config or from
+// another directory than the server would otherwise make a second, empty
+// store and change that one (only `roost serve` and `roost init` create).
 func runDirect(ctx context.Context, cfg *Config, req request) (response, error) {
-	b, err := backend.New(backend.Options{
-		DataDir:         cfg.DataDir,
-		Shards:          cfg.Shards,
-		Hostname:        cfg.Hostname,
-		MaxMessageBytes: backendMaxMessageBytes(cfg),
-		Logger:          slog.New(slog.DiscardHandler),
-	})
-	if errors.Is(err, store.ErrLocked) {
-		return response{}, fmt.Errorf("the store in %s is in use by another process (is roost serve running?), but no server answers on its control socket %s",
-			cfg.DataDir, controlSocketPath(cfg.DataDir))
-	}
+	a, err := openDirect(cfg)
 	if err != nil {
-		return response{}, fmt.Errorf("open store: %w", err)
+		return response{}, err
 	}
-	a := &admin{b: b, dataDir: cfg.DataDir}
 	resp := a.do(ctx, req)
-	if err := b.Close(); err != nil && resp.OK {
+	if err := a.b.Close(); err != nil && resp.OK {
 		return response{}, fmt.Errorf("close store: %w", err)
 	}
 	return resp, nil
+}
+
+// noStoreError says where the CLI looked and how to point it elsewhere.
+func noStoreError(cfg *Config) error {
+	return fmt.Errorf("no Roost store in %s (no roost.db there, and no server answers on %s); "+
+		"point the command at the server's store with --config FILE or ROOST_DATA_DIR=DIR, "+
+		"or create a new store there with \"roost init\" or \"roost serve\"",
+		cfg.DataDir, controlSocketPath(cfg.DataDir))
+}
+
+// runInit creates an empty store in data_dir (what `roost serve` does on
+// its first start), so that accounts can be added before the server runs.
+func runInit(ctx context.Context, cfg *Config, env cliEnv) error {
+	if _, err := callControl(ctx, controlSocketPath(cfg.DataDir), request{Op: opPing}); err == nil {
+		return fmt.Errorf("a server already runs on the store in %s", cfg.DataDir)
+	} else if !errors.Is(err, errNoServer) {
+		return err
+	}
+	exists, err := store.Exists(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if exists {
+		fmt.Fprintf(env.stdout, "a store already exists in %s; nothing changed\n", cfg.DataDir)
+		return nil
+	}
+	b, err := backend.New(backend.Options{
+		DataDir:  cfg.DataDir,
+		Shards:   cfg.Shards,
+		Hostname: cfg.Hostname,
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	if errors.Is(err, store.ErrLocked) {
+		return fmt.Errorf("the store in %s is in use by another process", cfg.DataDir)
+	}
+	if err != nil {
+		return fmt.Errorf("create store: %w", err)
+	}
+	if err := b.Close(); err != nil {
+		return fmt.Errorf("create store: %w", err)
+	}
+	fmt.Fprintf(env.stdout, "created a store in %s\n", cfg.DataDir)
+	return nil
+}
+
+// runRestore restores the backup in dir into data_dir, which must hold no
+// store, with no server running. The backup is checked first against its
+// manifest (store.Restore refuses a partial or altered one), then the copy
+// goes through checkStore before it becomes data_dir.
+func runRestore(ctx context.Context, cfg *Config, dir string, env cliEnv) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if _, err := callControl(ctx, controlSocketPath(cfg.DataDir), request{Op: opPing}); err == nil {
+		return fmt.Errorf("a server runs on data_dir %s: stop it before restoring", cfg.DataDir)
+	} else if !errors.Is(err, errNoServer) {
+		return err
+	}
+	m, err := store.ReadManifest(dir)
+	if err != nil {
+		return err
+	}
+	if m.Shards != cfg.Shards {
+		return fmt.Errorf("the backup in %s was made with shards = %d, but the config says shards = %d; restore with the same setting", dir, m.Shards, cfg.Shards)
+	}
+	m, err = store.Restore(dir, cfg.DataDir, func(staging string) error { return checkStore(ctx, cfg, staging) })
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "restored %d files (backup of %s) from %s into %s\n",
+		len(m.Files), m.Created.Format(time.RFC3339), dir, cfg.DataDir)
+	return nil
+}
+
+// checkStore is the store consistency check a restore runs on the
+// restored copy before accepting it: the store checker (roost check) on
+// the copy opened read-only. Any violation refuses the restore; the
+// message names the first few.
+func checkStore(ctx context.Context, cfg *Config, dir string) error {
+	st, err := store.Open(store.Options{Dir: dir, Shards: cfg.Shards, ReadOnly: true, MustExist: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rep, err := st.Check(ctx, nil, false)
+	if err != nil {
+		return fmt.Errorf("store check: %w", err)
+	}
+	if n := rep.Unrepaired(); n > 0 {
+		var first []string
+		for _, v := range rep.Violations[:min(3, len(rep.Violations))] {
+			first = append(first, v.String())
+		}
+		return fmt.Errorf("store check: %d problems in the backup (roost check on it lists them all), first: %s", n, strings.Join(first, "; "))
+	}
+	return nil
+}
+
+// openDirect opens the store for admin requests when no server runs.
+func openDirect(cfg *Config) (*admin, error) {
+	opts := backendOptions(cfg, slog.New(slog.DiscardHandler))
+	opts.MustExist = true
+	b, err := backend.New(opts)
+	if errors.Is(err, backend.ErrNoStore) {
+		return nil, noStoreError(cfg)
+	}
+	if errors.Is(err, store.ErrLocked) {
+		return nil, fmt.Errorf("the store in %s is in use by another process (is roost serve running?), but no server answers on its control socket %s",
+			cfg.DataDir, controlSocketPath(cfg.DataDir))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return &admin{b: b, dataDir: cfg.DataDir, maxMessageBytes: backendMaxMessageBytes(cfg)}, nil
 }
 
 // maxPasswordBytes bounds a password read from stdin.
@@ -309,14 +434,25 @@ func printDNS(cfg *Config, domain string, w io.Writer) error {
 	if !autoconfig.ValidDomain(domain) {
 		return fmt.Errorf("invalid domain name %q", domain)
 	}
-	_, err := io.WriteString(w, autoconfig.DNSRecords(domain, autoconfigOptions(cfg, nil, nil)))
+	if _, err := io.WriteString(w, autoconfig.DNSRecords(domain, autoconfigOptions(cfg, nil, nil))); err != nil {
+		return err
+	}
+	keys, err := newDKIMKeyring(cfg.DataDir, slog.New(slog.DiscardHandler)).all(domain)
+	if err != nil {
+		return fmt.Errorf("DKIM keys of %s: %w", domain, err)
+	}
+	recs, err := outbound.DNSRecords(domain, keys)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, recs)
 	return err
 }
 
 // autoconfigOptions maps [autoconfig] onto the package's Options.
 func autoconfigOptions(cfg *Config, domains func() []string, log *slog.Logger) autoconfig.Options {
 	a := cfg.Autoconfig
-	return autoconfig.Options{
+	o := autoconfig.Options{
 		Hostname:       a.Hostname,
 		IMAPSPort:      a.IMAPSPort,
 		IMAPPort:       a.IMAPPort,
@@ -328,4 +464,20 @@ func autoconfigOptions(cfg *Config, domains func() []string, log *slog.Logger) a
 		Domains:        domains,
 		Logger:         log,
 	}
+	// Roost's own submission is announced unless submission_host names
+	// another server.
+	if a.SubmissionHost == "" && (cfg.Submission.Listen != "" || cfg.Submission.TLSListen != "") {
+		o.SubmissionHost = a.Hostname
+		if cfg.Submission.TLSListen != "" {
+			o.Submission = append(o.Submission, autoconfig.SubmissionPort{Port: a.SubmissionsPort, ImplicitTLS: true})
+		}
+		if cfg.Submission.Listen != "" {
+			port := a.SubmissionPort
+			if port == 0 {
+				port = autoconfig.DefaultSubmissionPort
+			}
+			o.Submission = append(o.Submission, autoconfig.SubmissionPort{Port: port})
+		}
+	}
+	return o
 }

@@ -55,11 +55,15 @@ func checkResult(rep store.Report, repair bool, err error) ([]string, error) {
 func checkDirect(ctx context.Context, cfg *Config, req request) (response, error) {
 	repair := req.Op == opCheckRepair
 	st, err := store.Open(store.Options{
-		Dir:      cfg.DataDir,
-		Shards:   cfg.Shards,
-		ReadOnly: !repair,
-		Logger:   slog.New(slog.DiscardHandler),
+		Dir:       cfg.DataDir,
+		Shards:    cfg.Shards,
+		ReadOnly:  !repair,
+		MustExist: true,
+		Logger:    slog.New(slog.DiscardHandler),
 	})
+	if errors.Is(err, store.ErrNoStore) {
+		return response{}, noStoreError(cfg)
+	}
 	if errors.Is(err, store.ErrLocked) {
 		return response{}, fmt.Errorf("the store in %s is in use by another process (is roost serve running?), but no server answers on its control socket %s",
 			cfg.DataDir, controlSocketPath(cfg.DataDir))

@@ -50,8 +50,8 @@ func corruptInboxCounter(t *testing.T, dataDir string, id uint64) {
 // running server's control socket.
 func TestCheckCommand(t *testing.T) {
 	in := newInstance(t)
-	if res := in.run("", "check"); res.code != 1 || !strings.Contains(res.stderr, "no store in") {
-		t.Errorf("check without a store: exit %d, stderr %q; want 1 and \"no store in\"", res.code, res.stderr)
+	if res := in.run("", "check"); res.code != 1 || !strings.Contains(res.stderr, "no Roost store in") {
+		t.Errorf("check without a store: exit %d, stderr %q; want 1 and \"no Roost store in\"", res.code, res.stderr)
 	}
 	if _, err := os.Stat(in.dataDir); !os.IsNotExist(err) {
 		t.Errorf("check without a store created %s (%v)", in.dataDir, err)

@@ -86,6 +86,9 @@ format = "json"
 listen = "127.0.0.1:0"
 [lmtp]
 listen = "127.0.0.1:0"
+[submission]
+listen = "127.0.0.1:0"
+tls_listen = "127.0.0.1:0"
 [imap]
 listen = "127.0.0.1:0"
 tls_listen = "127.0.0.1:0"
@@ -93,6 +96,8 @@ tls_listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 tls_listen = "127.0.0.1:0"
 [http]
+listen = "127.0.0.1:0"
+[metrics]
 listen = "127.0.0.1:0"
 `, in.dataDir)
 	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
@@ -326,7 +331,7 @@ type cliStep struct {
 // each step sees the state the previous ones left.
 var cliSteps = []cliStep{
 	{args: []string{"user", "list"}, stdout: []string{}},
-	{args: []string{"user", "add", "alice@example.org"}, stdin: "secret\n"},
+	{args: []string{"user", "add", "alice@example.org"}, stdin: "secret\n", stdoutHas: "added alice@example.org to /"},
 	{args: []string{"user", "add", "Bob@Example.ORG"}, stdin: "bobs-pw\r\n"},
 	{args: []string{"user", "add", "dave@example.net"}, stdin: "no newline at the end"},
 	{args: []string{"user", "add", "alice@example.org"}, stdin: "other\n", code: 1, stderrHas: "user alice@example.org already exists"},
@@ -337,11 +342,11 @@ var cliSteps = []cliStep{
 	{args: []string{"user", "add", "carol@example.org"}, stdin: "\n", code: 1, stderrHas: "empty password"},
 	{args: []string{"user", "add", "carol@example.org"}, stdin: strings.Repeat("x", 5000) + "\n", code: 1, stderrHas: "password longer than"},
 	{args: []string{"user", "list"}, stdout: []string{"alice@example.org", "bob@example.org", "dave@example.net"}},
-	{args: []string{"user", "passwd", "alice@example.org"}, stdin: "newsecret\n"},
+	{args: []string{"user", "passwd", "alice@example.org"}, stdin: "newsecret\n", stdoutHas: "changed the password of alice@example.org in /"},
 	{args: []string{"user", "passwd", "nobody@example.org"}, stdin: "pw\n", code: 1, stderrHas: "no such user: nobody@example.org"},
 	{args: []string{"user", "passwd", "alice@example.org"}, stdin: "", code: 1, stderrHas: "empty password"},
 	{args: []string{"user", "passwd", "@example.org"}, stdin: "pw\n", code: 1, stderrHas: "invalid address"},
-	{args: []string{"alias", "add", "sales@example.org", "alice@example.org"}},
+	{args: []string{"alias", "add", "sales@example.org", "alice@example.org"}, stdoutHas: "added alias sales@example.org for alice@example.org to /"},
 	{args: []string{"alias", "add", "info@example.com", "Bob@example.org"}},
 	{args: []string{"alias", "add", "sales@example.org", "bob@example.org"}, code: 1, stderrHas: "alias sales@example.org already exists"},
 	{args: []string{"alias", "add", "help@example.org", "nobody@example.org"}, code: 1, stderrHas: "no such user: nobody@example.org"},
@@ -350,17 +355,17 @@ var cliSteps = []cliStep{
 	{args: []string{"alias", "add", "x@example.org", "bad"}, code: 1, stderrHas: "invalid address"},
 	{args: []string{"user", "add", "sales@example.org"}, stdin: "pw\n", code: 1, stderrHas: "sales@example.org is an alias"},
 	{args: []string{"alias", "list"}, stdout: []string{"info@example.com", "sales@example.org"}, stdoutHas: "sales@example.org\talice@example.org\n"},
-	{args: []string{"alias", "del", "info@example.com"}},
+	{args: []string{"alias", "del", "info@example.com"}, stdoutHas: "deleted alias info@example.com from /"},
 	{args: []string{"alias", "del", "info@example.com"}, code: 1, stderrHas: "no such alias: info@example.com"},
 	{args: []string{"alias", "del", "bad"}, code: 1, stderrHas: "invalid address"},
-	{args: []string{"user", "del", "dave@example.net"}},
+	{args: []string{"user", "del", "dave@example.net"}, stdoutHas: "deleted dave@example.net and its mail from /"},
 	{args: []string{"user", "del", "dave@example.net"}, code: 1, stderrHas: "no such user: dave@example.net"},
 	{args: []string{"user", "del", "bad"}, code: 1, stderrHas: "invalid address"},
 	{args: []string{"user", "list"}, stdout: []string{"alice@example.org", "bob@example.org"}},
 	{args: []string{"alias", "list"}, stdout: []string{"sales@example.org"}},
 	{args: []string{"dns", "Example.org"}, stdoutHas: "example.org.\t3600\tIN\tMX\t10 mail.test.\n"},
 	{args: []string{"dns", "not a domain"}, code: 1, stderrHas: "invalid domain name"},
-	{args: []string{"version"}, stdoutHas: "roost "},
+	{args: []string{"version"}, stdoutHas: " (commit "},
 	{args: []string{"help"}, stdoutHas: "roost user add ADDRESS"},
 	{args: []string{"--help"}, stdoutHas: "roost alias list"},
 	// Wrong command lines: exit status 2.
@@ -401,6 +406,9 @@ func configArgs(i int, args []string, config string) ([]string, []string) {
 
 func runSteps(t *testing.T, in *instance) {
 	for i, st := range cliSteps {
+		if strings.HasSuffix(st.stdoutHas, " /") {
+			st.stdoutHas += strings.TrimPrefix(in.dataDir, "/") + "\n" // the store acted on, absolute
+		}
 		args, env := configArgs(i, st.args, in.config)
 		res := in.runIn("", st.stdin, env, args...)
 		name := fmt.Sprintf("step %d: roost %s", i, strings.Join(args, " "))
@@ -466,12 +474,18 @@ func checkAccounts(t *testing.T, dataDir string) {
 
 func TestCLIWithoutServer(t *testing.T) {
 	in := newInstance(t)
+	if out := in.mustRun("", "init"); out != "created a store in "+in.dataDir+"\n" {
+		t.Errorf("init: %q", out)
+	}
+	if out := in.mustRun("", "init"); !strings.Contains(out, "already exists in "+in.dataDir) {
+		t.Errorf("second init: %q", out)
+	}
 	runSteps(t, in)
 	if _, err := os.Stat(controlSocketPath(in.dataDir)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a control socket exists without a server: %v", err)
 	}
 	res := in.run("", "status")
-	if res.code != 1 || !strings.Contains(res.stderr, "not running") {
+	if res.code != 1 || !strings.Contains(res.stderr, "not running on data_dir "+in.dataDir+" ") {
 		t.Errorf("status without a server: exit %d, %q", res.code, res.stderr)
 	}
 	checkAccounts(t, in.dataDir)
@@ -487,7 +501,7 @@ func TestCLIWithServer(t *testing.T) {
 		t.Errorf("the server logged no user.add:\n%s", srv.log())
 	}
 	st := in.status()
-	if st["pid"] != fmt.Sprint(srv.cmd.Process.Pid) || st["http"] == "" || st["tls_fingerprint"] == "" {
+	if st["pid"] != fmt.Sprint(srv.cmd.Process.Pid) || st["http"] == "" || st["tls_fingerprint"] == "" || st["data_dir"] != in.dataDir {
 		t.Errorf("status: %q", st)
 	}
 	srv.stop(syscall.SIGTERM)
@@ -536,8 +550,39 @@ func TestBackupRestore(t *testing.T) {
 	srv.stop(syscall.SIGTERM)
 
 	restored := newInstance(t)
-	copyDir(t, backupDir, restored.dataDir)
+	// A partial or altered backup is refused, and nothing is restored.
+	partial := filepath.Join(in.dir, "partial")
+	copyDir(t, backupDir, partial)
+	os.Remove(filepath.Join(partial, "manifest.json"))
+	altered := filepath.Join(in.dir, "altered")
+	copyDir(t, backupDir, altered)
+	if err := os.WriteFile(filepath.Join(altered, "roost.db"), []byte("not a store"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]string{
+		partial: "is not a complete Roost backup: it has no manifest.json",
+		altered: "is incomplete or altered: roost.db has 11 bytes, the manifest says",
+	} {
+		res := restored.run("", "restore", dir)
+		if res.code != 1 || !strings.Contains(res.stderr, want) || strings.Count(res.stderr, "\n") != 1 {
+			t.Errorf("restore %s: exit %d, stderr %q; want one line with %q", filepath.Base(dir), res.code, res.stderr, want)
+		}
+		if _, err := os.Stat(restored.dataDir); !os.IsNotExist(err) {
+			t.Fatalf("a refused restore created %s: %v", restored.dataDir, err)
+		}
+	}
+	// Not over a live store.
+	if res := in.run("", "restore", backupDir); res.code != 1 || !strings.Contains(res.stderr, "already holds a store") {
+		t.Errorf("restore over the original store: exit %d, %q", res.code, res.stderr)
+	}
+	res = restored.run("", "restore", backupDir)
+	if res.code != 0 || !strings.Contains(res.stdout, "into "+restored.dataDir+"\n") {
+		t.Fatalf("restore: exit %d, %q %q", res.code, res.stdout, res.stderr)
+	}
 	srv2 := restored.startServer()
+	if res := restored.run("", "restore", backupDir); res.code != 1 || !strings.Contains(res.stderr, "stop it before restoring") {
+		t.Errorf("restore while the server runs: exit %d, %q", res.code, res.stderr)
+	}
 	if got := restored.mustRun("", "user", "list"); !strings.HasPrefix(got, "alice@example.org\t") || !strings.Contains(got, "\nbob@example.org\t") {
 		t.Errorf("restored user list: %q", got)
 	}
@@ -611,6 +656,7 @@ func TestStaleControlSocket(t *testing.T) {
 	}
 	l.SetUnlinkOnClose(false)
 	l.Close()
+	in.mustRun("", "init")
 	in.mustRun("pw\n", "user", "add", "alice@example.org")
 	srv := in.startServer()
 	if got := in.mustRun("", "user", "list"); !strings.HasPrefix(got, "alice@example.org\t") {
@@ -704,7 +750,8 @@ func TestServeDefaults(t *testing.T) {
 		"ROOST_SMTP_LISTEN=127.0.0.1:0", "ROOST_LMTP_LISTEN=127.0.0.1:0",
 		"ROOST_IMAP_LISTEN=127.0.0.1:0", "ROOST_IMAP_TLS_LISTEN=127.0.0.1:0",
 		"ROOST_POP3_LISTEN=", "ROOST_POP3_TLS_LISTEN=127.0.0.1:0",
-		"ROOST_HTTP_LISTEN=127.0.0.1:0", "ROOST_LOG_FORMAT=json",
+		"ROOST_HTTP_LISTEN=127.0.0.1:0", "ROOST_METRICS_LISTEN=127.0.0.1:0", "ROOST_LOG_FORMAT=json",
+		"ROOST_SUBMISSION_LISTEN=127.0.0.1:0", "ROOST_SUBMISSION_TLS_LISTEN=127.0.0.1:0",
 	}
 	srv := in.startServerWith(in.dir)
 	if _, err := os.Stat(filepath.Join(in.dir, "roost-data", controlSocketName)); err != nil {
@@ -721,15 +768,40 @@ func TestServeDefaults(t *testing.T) {
 	srv.stop(syscall.SIGINT)
 }
 
-// TestServeHTTPAndSignals: the HTTP listener serves /healthz, /metrics and
-// autoconfiguration; SIGHUP reloads the certificate; SIGINT stops cleanly.
+// TestServeHTTPAndSignals: the HTTP listener serves /healthz and
+// autoconfiguration, the metrics listener /metrics and /healthz (and the
+// HTTP listener, which is published, no metrics); SIGHUP reloads the
+// certificate; SIGINT stops cleanly.
 func TestServeHTTPAndSignals(t *testing.T) {
 	in := newInstance(t)
 	srv := in.startServer()
 	in.mustRun("pw\n", "user", "add", "alice@example.org")
-	base := "http://" + in.status()["http"]
+	st := in.status()
+	base, metricsBase := "http://"+st["http"], "http://"+st["metrics"]
+	if st["metrics"] == "" || st["metrics"] == st["http"] {
+		t.Fatalf("status: metrics listener %q, http %q: want two listeners", st["metrics"], st["http"])
+	}
+	getFrom := func(base, path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := getFrom(metricsBase, "/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("metrics /healthz: %d %q", code, body)
+	}
+	if code, body := getFrom(base, "/metrics"); code != 404 || strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics on the published HTTP listener: %d %q; want 404", code, body)
+	}
 	get := func(path string) (int, string) {
 		t.Helper()
+		if path == "/metrics" {
+			return getFrom(metricsBase, path)
+		}
 		resp, err := http.Get(base + path)
 		if err != nil {
 			t.Fatal(err)
@@ -742,7 +814,7 @@ func TestServeHTTPAndSignals(t *testing.T) {
 		t.Errorf("/healthz: %d %q", code, body)
 	}
 	code, body := get("/metrics")
-	for _, want := range []string{"roost_accounts 1\n", "roost_domains 1\n", "go_goroutines", "process_resident_memory_bytes"} {
+	for _, want := range []string{"roost_accounts 1\n", "roost_domains 1\n", "go_goroutines", "process_resident_memory_bytes", `roost_build_info{commit="`} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics (%d) lacks %q", code, want)
 		}
@@ -768,6 +840,9 @@ func TestServeHTTPAndSignals(t *testing.T) {
 	if st := in.status(); st["http"] == "" {
 		t.Errorf("status after SIGHUP: %q", st)
 	}
+	if !srv.logContains(`"msg":"starting roost"`, `"version":"`, `"commit":"`, `"go":"go`) {
+		t.Errorf("no start-up line with the version:\n%s", srv.log())
+	}
 	srv.stop(syscall.SIGINT)
 	if !srv.logContains(`"msg":"stopped"`) {
 		t.Errorf("no \"stopped\" log line:\n%s", srv.log())
@@ -788,6 +863,7 @@ func TestPasswordPromptOnTerminal(t *testing.T) {
 		{"bob@example.org", "pw-1\npw-2\n", 1, "the passwords do not match"},
 		{"carol@example.org", "\n", 1, "empty password"},
 	}
+	in.mustRun("", "init")
 	for _, tt := range tests {
 		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 		command := fmt.Sprintf("'%s' user add %s --config '%s'", roostBin, tt.addr, in.config)

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -51,12 +52,52 @@ type Config struct {
 	Log        LogConfig        `koanf:"log"`
 	SMTP       SMTPConfig       `koanf:"smtp"`
 	LMTP       SMTPConfig       `koanf:"lmtp"`
+	Submission SubmissionConfig `koanf:"submission"`
+	Outbound   OutboundConfig   `koanf:"outbound"`
 	IMAP       IMAPConfig       `koanf:"imap"`
 	POP3       POP3Config       `koanf:"pop3"`
 	HTTP       HTTPConfig       `koanf:"http"`
+	Metrics    MetricsConfig    `koanf:"metrics"`
 	TLS        TLSConfig        `koanf:"tls"`
 	Auth       AuthConfig       `koanf:"auth"`
 	Autoconfig AutoconfigConfig `koanf:"autoconfig"`
+	Accounts   AccountsConfig   `koanf:"accounts"`
+	Retention  RetentionConfig  `koanf:"retention"`
+}
+
+// AccountsConfig is [accounts].
+type AccountsConfig struct {
+	// DefaultQuota is the quota in bytes of accounts without one of their
+	// own (roost user quota); 0: none.
+	DefaultQuota int64 `koanf:"default_quota" min:"0"`
+	// DefaultQuotaMessages is the same for the number of messages.
+	DefaultQuotaMessages int64 `koanf:"default_quota_messages" min:"0"`
+	// OverQuota is how SMTP and LMTP refuse a full mailbox: "defer"
+	// (452 4.2.2, the sender retries) or "reject" (552 5.2.2, it bounces).
+	OverQuota string `koanf:"over_quota" oneof:"defer,reject"`
+}
+
+// RetentionConfig is [retention]: how long messages stay in the mailboxes
+// of each special use before they are expunged; "0s" keeps them.
+type RetentionConfig struct {
+	Trash    time.Duration `koanf:"trash" min:"0"`
+	Junk     time.Duration `koanf:"junk" min:"0"`
+	Sent     time.Duration `koanf:"sent" min:"0"`
+	Drafts   time.Duration `koanf:"drafts" min:"0"`
+	Archive  time.Duration `koanf:"archive" min:"0"`
+	Interval time.Duration `koanf:"interval"`
+}
+
+// policy maps the config onto special-use attributes.
+func (r RetentionConfig) policy() backend.RetentionPolicy {
+	p := backend.RetentionPolicy{}
+	for use, d := range map[string]time.Duration{`\Trash`: r.Trash, `\Junk`: r.Junk, `\Sent`: r.Sent,
+		`\Drafts`: r.Drafts, `\Archive`: r.Archive} {
+		if d > 0 {
+			p[use] = d
+		}
+	}
+	return p
 }
 
 // LogConfig is [log].
@@ -77,6 +118,51 @@ type SMTPConfig struct {
 	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
 	MaxUnauthenticated  int           `koanf:"max_unauthenticated" min:"0"` // 0: no cap
 	MaxErrors           int           `koanf:"max_errors"`
+}
+
+// SubmissionConfig is [submission]: Roost's users send mail here (RFC 6409).
+type SubmissionConfig struct {
+	Listen              string        `koanf:"listen" listen:"tcp"`
+	TLSListen           string        `koanf:"tls_listen" listen:"tcp"`
+	MaxMessageBytes     int64         `koanf:"max_message_bytes"`
+	MaxRecipients       int           `koanf:"max_recipients"`
+	MaxLineLength       int           `koanf:"max_line_length" min:"1000"`
+	CommandTimeout      time.Duration `koanf:"command_timeout"`
+	DataTimeout         time.Duration `koanf:"data_timeout"`
+	MaxConnections      int           `koanf:"max_connections"`
+	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
+	MaxUnauthenticated  int           `koanf:"max_unauthenticated" min:"0"` // 0: no cap
+	MaxErrors           int           `koanf:"max_errors"`
+	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
+}
+
+// OutboundConfig is [outbound]: how submitted mail is sent on.
+type OutboundConfig struct {
+	Relay         string `koanf:"relay" min:"0"`
+	RelayUsername string `koanf:"relay_username" min:"0"`
+	RelayPassword string `koanf:"relay_password" min:"0"`
+	RequireTLS    bool   `koanf:"require_tls"`
+	DNSServer     string `koanf:"dns_server" min:"0"`
+	// RetrySchedule is a comma-separated list of durations (retrySchedule).
+	RetrySchedule         string        `koanf:"retry_schedule"`
+	GiveUpAfter           time.Duration `koanf:"give_up_after"`
+	MaxConcurrent         int           `koanf:"max_concurrent"`
+	MaxConnectionsPerHost int           `koanf:"max_connections_per_host"`
+	// MXPort is the port remote MX hosts are reached on: 25, except in tests.
+	MXPort int `koanf:"mx_port" port:"1"`
+}
+
+// retrySchedule parses [outbound] retry_schedule.
+func (c OutboundConfig) retrySchedule() ([]time.Duration, error) {
+	var out []time.Duration
+	for _, f := range strings.Split(c.RetrySchedule, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("%q is not a positive duration (want e.g. \"5m, 15m, 1h\")", strings.TrimSpace(f))
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // IMAPConfig is [imap].
@@ -108,8 +194,16 @@ type POP3Config struct {
 	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
 }
 
-// HTTPConfig is [http]: autoconfiguration, /metrics and /healthz.
+// HTTPConfig is [http]: autoconfiguration and /healthz, the listener
+// published (behind a proxy) as autoconfig.<domain>.
 type HTTPConfig struct {
+	Listen string `koanf:"listen" listen:"tcp"`
+}
+
+// MetricsConfig is [metrics]: /metrics (and /healthz) on a listener of
+// its own, so that publishing the autoconfiguration listener does not
+// publish the metrics.
+type MetricsConfig struct {
 	Listen string `koanf:"listen" listen:"tcp"`
 }
 
@@ -127,6 +221,14 @@ type AuthConfig struct {
 	FailureWindow time.Duration `koanf:"failure_window"`
 	Lockout       time.Duration `koanf:"lockout"`
 	LoginCacheTTL time.Duration `koanf:"login_cache_ttl" min:"0"`
+	// The throttle of one (account, address) pair, and the account lock
+	// (backend.AuthLimiterOptions).
+	Delay                time.Duration `koanf:"delay"`
+	MaxDelay             time.Duration `koanf:"max_delay"`
+	AccountLockAddresses int           `koanf:"account_lock_addresses"`
+	IPv6Prefix           int           `koanf:"ipv6_prefix"`
+	KnownGoodTTL         time.Duration `koanf:"known_good_ttl"`
+	MaxTracked           int           `koanf:"max_tracked"`
 }
 
 // AutoconfigConfig is [autoconfig]: what mail clients are told, which may
@@ -139,7 +241,11 @@ type AutoconfigConfig struct {
 	POP3Port       int    `koanf:"pop3_port" port:"1"`
 	SubmissionHost string `koanf:"submission_host" min:"0"`
 	SubmissionPort int    `koanf:"submission_port" port:"1" min:"0"`
-	DisplayName    string `koanf:"display_name" min:"0"`
+	// SubmissionsPort is the public implicit-TLS port of Roost's own
+	// submission ([submission] tls_listen), announced when submission_host
+	// is empty.
+	SubmissionsPort int    `koanf:"submissions_port" port:"1"`
+	DisplayName     string `koanf:"display_name" min:"0"`
 }
 
 // defaultConfig is what `roost serve` runs with when nothing is configured:
@@ -159,11 +265,33 @@ func defaultConfig() Config {
 	}
 	lmtp := smtp
 	lmtp.Listen = "127.0.0.1:2424"
+	submission := SubmissionConfig{
+		Listen:              "127.0.0.1:1587",
+		TLSListen:           "127.0.0.1:1465",
+		MaxMessageBytes:     smtp.MaxMessageBytes,
+		MaxRecipients:       smtp.MaxRecipients,
+		MaxLineLength:       smtp.MaxLineLength,
+		CommandTimeout:      smtp.CommandTimeout,
+		DataTimeout:         smtp.DataTimeout,
+		MaxConnections:      smtp.MaxConnections,
+		MaxConnectionsPerIP: smtp.MaxConnectionsPerIP,
+		MaxUnauthenticated:  smtp.MaxUnauthenticated,
+		MaxErrors:           smtp.MaxErrors,
+		AuthFailureDelay:    2 * time.Second,
+	}
 	return Config{
-		DataDir: "./roost-data",
-		Log:     LogConfig{Level: "info", Format: "text"},
-		SMTP:    smtp,
-		LMTP:    lmtp,
+		DataDir:    "./roost-data",
+		Log:        LogConfig{Level: "info", Format: "text"},
+		SMTP:       smtp,
+		LMTP:       lmtp,
+		Submission: submission,
+		Outbound: OutboundConfig{
+			RetrySchedule:         "5m, 15m, 30m, 1h, 2h, 4h, 8h",
+			GiveUpAfter:           5 * 24 * time.Hour,
+			MaxConcurrent:         20,
+			MaxConnectionsPerHost: 4,
+			MXPort:                25,
+		},
 		IMAP: IMAPConfig{
 			Listen:              "127.0.0.1:1143",
 			TLSListen:           "127.0.0.1:1993",
@@ -188,21 +316,36 @@ func defaultConfig() Config {
 			MaxFailedLogins:     3,
 			AuthFailureDelay:    2 * time.Second,
 		},
-		HTTP: HTTPConfig{Listen: "127.0.0.1:8080"},
-		TLS:  TLSConfig{HandshakeTimeout: 30 * time.Second},
+		HTTP:    HTTPConfig{Listen: "127.0.0.1:8080"},
+		Metrics: MetricsConfig{Listen: "127.0.0.1:9154"},
+		TLS:     TLSConfig{HandshakeTimeout: 30 * time.Second},
 		Auth: AuthConfig{
 			Plaintext:     string(backend.PlaintextTLSOrLoopback),
 			MaxFailures:   10,
 			FailureWindow: 5 * time.Minute,
 			Lockout:       5 * time.Minute,
 			LoginCacheTTL: 5 * time.Minute,
+
+			Delay:                time.Second,
+			MaxDelay:             30 * time.Second,
+			AccountLockAddresses: 10,
+			IPv6Prefix:           64,
+			KnownGoodTTL:         30 * 24 * time.Hour,
+			MaxTracked:           50000,
 		},
 		Autoconfig: AutoconfigConfig{
-			IMAPSPort:   993,
-			IMAPPort:    143,
-			POP3SPort:   995,
-			POP3Port:    110,
-			DisplayName: "Roost",
+			IMAPSPort:       993,
+			IMAPPort:        143,
+			POP3SPort:       995,
+			POP3Port:        110,
+			SubmissionsPort: 465,
+			DisplayName:     "Roost",
+		},
+		Accounts: AccountsConfig{OverQuota: "defer"},
+		Retention: RetentionConfig{
+			Trash:    30 * 24 * time.Hour,
+			Junk:     30 * 24 * time.Hour,
+			Interval: time.Hour,
 		},
 	}
 }
@@ -340,8 +483,19 @@ func loadConfig(path string, environ []string) (*Config, error) {
 		}
 	}
 
+	// data_dir is made absolute once, here: every message then names the
+	// directory really used, and the control socket path does not depend
+	// on a later change of directory.
+	abs, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data_dir %q: %w", cfg.DataDir, err)
+	}
+	cfg.DataDir = abs
 	if !set["lmtp.max_message_bytes"] {
 		cfg.LMTP.MaxMessageBytes = cfg.SMTP.MaxMessageBytes
+	}
+	if !set["submission.max_message_bytes"] {
+		cfg.Submission.MaxMessageBytes = cfg.SMTP.MaxMessageBytes
 	}
 	if cfg.Hostname == "" {
 		h, err := os.Hostname()
@@ -367,6 +521,38 @@ func (c *Config) check() error {
 	if _, err := backend.ParsePlaintextPolicy(c.Auth.Plaintext); err != nil {
 		return fmt.Errorf("config: auth.plaintext: %w", err)
 	}
+	if c.Auth.IPv6Prefix > 128 {
+		return fmt.Errorf("config: auth.ipv6_prefix: %d is not an IPv6 prefix length (1-128)", c.Auth.IPv6Prefix)
+	}
+	if c.Auth.AccountLockAddresses > 1000 {
+		return fmt.Errorf("config: auth.account_lock_addresses: %d is more than 1000", c.Auth.AccountLockAddresses)
+	}
+	if c.Auth.MaxDelay < c.Auth.Delay {
+		return fmt.Errorf("config: auth.max_delay (%s) is less than auth.delay (%s)", c.Auth.MaxDelay, c.Auth.Delay)
+	}
+	if _, err := c.Outbound.retrySchedule(); err != nil {
+		return fmt.Errorf("config: outbound.retry_schedule: %w", err)
+	}
+	if r := c.Outbound.Relay; r != "" {
+		if _, p, err := net.SplitHostPort(r); err != nil || p == "" {
+			return fmt.Errorf("config: outbound.relay: %q is not host:port", r)
+		}
+	}
+	if (c.Outbound.RelayUsername == "") != (c.Outbound.RelayPassword == "") {
+		return errors.New("config: outbound.relay_username and relay_password must be set together")
+	}
+	if c.Outbound.RelayUsername != "" && c.Outbound.Relay == "" {
+		return errors.New("config: outbound.relay_username is set but outbound.relay is not")
+	}
+	if d := c.Outbound.DNSServer; d != "" {
+		host := d
+		if h, _, err := net.SplitHostPort(d); err == nil {
+			host = h
+		}
+		if net.ParseIP(host) == nil {
+			return fmt.Errorf("config: outbound.dns_server: %q is not an IP address (with an optional port)", d)
+		}
+	}
 	return nil
 }
 
@@ -380,9 +566,9 @@ func setField(f configField, raw any) error {
 		if !ok {
 			return fmt.Errorf("want a duration in quotes such as \"5m\" or \"30s\", got %v", raw)
 		}
-		d, err := time.ParseDuration(strings.TrimSpace(s))
+		d, err := parseDuration(s)
 		if err != nil {
-			return fmt.Errorf("invalid duration %q (want e.g. \"5m\", \"30s\", \"1h30m\")", s)
+			return fmt.Errorf("invalid duration %q (want e.g. \"5m\", \"30s\", \"1h30m\", \"30d\")", s)
 		}
 		if err := checkMin(f, int64(d)); err != nil {
 			return err
@@ -445,6 +631,20 @@ func setField(f configField, raw any) error {
 		return fmt.Errorf("internal error: unsupported type %s", v.Type())
 	}
 	return nil
+}
+
+// parseDuration reads a Go duration, or a whole number of days ("30d"),
+// which is how retention periods are written.
+func parseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseInt(days, 10, 64)
+		if err != nil || n < 0 || n > 100*365 {
+			return 0, fmt.Errorf("bad number of days %q", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
 }
 
 // checkMin enforces the field's least value (min tag, default 1).

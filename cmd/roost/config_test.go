@@ -65,10 +65,12 @@ submission_port = 465
 				want := defaultConfig()
 				want.Hostname, _ = os.Hostname()
 				want.Autoconfig.Hostname = want.Hostname
+				wd, _ := os.Getwd()
+				want.DataDir = filepath.Join(wd, "roost-data") // made absolute
 				if *c != want {
 					t.Errorf("got %+v\nwant %+v", *c, want)
 				}
-				if c.DataDir != "./roost-data" || c.SMTP.Listen != "127.0.0.1:2525" || c.LMTP.Listen != "127.0.0.1:2424" ||
+				if c.DataDir != want.DataDir || c.SMTP.Listen != "127.0.0.1:2525" || c.LMTP.Listen != "127.0.0.1:2424" ||
 					c.IMAP.Listen != "127.0.0.1:1143" || c.IMAP.TLSListen != "127.0.0.1:1993" ||
 					c.POP3.Listen != "127.0.0.1:1110" || c.POP3.TLSListen != "127.0.0.1:1995" || c.HTTP.Listen != "127.0.0.1:8080" {
 					t.Errorf("default listeners wrong: %+v", *c)
@@ -156,7 +158,7 @@ submission_port = 465
 		{name: "bad toml", file: "data_dir = \n", wantErr: "config file"},
 		{name: "unknown top-level key", file: `datadir = "x"`, wantErr: `unknown key "datadir"`},
 		{name: "unknown key in section", file: "[imap]\nlisten_tls = \"x:1\"", wantErr: `unknown key "imap.listen_tls"`},
-		{name: "unknown section", file: "[submission]\nlisten = \":587\"", wantErr: `unknown key "submission.listen"`},
+		{name: "unknown section", file: "[sending]\nlisten = \":587\"", wantErr: `unknown key "sending.listen"`},
 		{name: "section as value", file: `smtp = "x"`, wantErr: `unknown key "smtp"`},
 		{name: "unknown env", env: []string{"ROOST_IMAP_LISTEN_TLS=x"}, wantErr: "ROOST_IMAP_LISTEN_TLS"},
 		{name: "unknown env section", env: []string{"ROOST_FOO=1"}, wantErr: "ROOST_FOO"},
@@ -192,6 +194,27 @@ submission_port = 465
 		{name: "empty data_dir", env: []string{"ROOST_DATA_DIR="}, wantErr: "ROOST_DATA_DIR"},
 		{name: "cert without key", file: "[tls]\ncert = \"/c.pem\"", wantErr: "tls.key"},
 		{name: "zero submission port is fine", file: "[autoconfig]\nsubmission_port = 0", check: func(t *testing.T, c *Config) {}},
+		{name: "outbound settings", file: "[smtp]\nmax_message_bytes = 5000\n[outbound]\nrelay = \"smtp.isp.test:587\"\nrelay_username = \"u\"\nrelay_password = \"p\"\nrequire_tls = true\ndns_server = \"127.0.0.1:5353\"\nretry_schedule = \"1m,2m\"",
+			check: func(t *testing.T, c *Config) {
+				d, err := c.Outbound.retrySchedule()
+				if err != nil || len(d) != 2 || d[1] != 2*time.Minute || !c.Outbound.RequireTLS || c.Outbound.Relay != "smtp.isp.test:587" {
+					t.Errorf("outbound %+v, schedule %v %v", c.Outbound, d, err)
+				}
+				if c.Submission.MaxMessageBytes != 5000 {
+					t.Errorf("submission max_message_bytes %d, want smtp's", c.Submission.MaxMessageBytes)
+				}
+			}},
+		{name: "bad retry schedule", file: "[outbound]\nretry_schedule = \"5m, soon\"", wantErr: "outbound.retry_schedule"},
+		{name: "empty retry schedule", env: []string{"ROOST_OUTBOUND_RETRY_SCHEDULE="}, wantErr: "ROOST_OUTBOUND_RETRY_SCHEDULE"},
+		{name: "relay without port", file: "[outbound]\nrelay = \"smtp.isp.test\"", wantErr: "outbound.relay"},
+		{name: "relay password alone", file: "[outbound]\nrelay = \"a:25\"\nrelay_password = \"p\"", wantErr: "relay_username"},
+		{name: "relay credentials without relay", file: "[outbound]\nrelay_username = \"u\"\nrelay_password = \"p\"", wantErr: "outbound.relay"},
+		{name: "dns server by name", file: "[outbound]\ndns_server = \"dns.google\"", wantErr: "outbound.dns_server"},
+		{name: "submission listen", env: []string{"ROOST_SUBMISSION_LISTEN=:587", "ROOST_SUBMISSION_TLS_LISTEN="}, check: func(t *testing.T, c *Config) {
+			if c.Submission.Listen != ":587" || c.Submission.TLSListen != "" {
+				t.Errorf("submission %+v", c.Submission)
+			}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -263,6 +286,8 @@ func TestREADMEConfigReference(t *testing.T) {
 	}
 	want := defaultConfig()
 	want.Hostname, want.Autoconfig.Hostname = cfg.Hostname, cfg.Autoconfig.Hostname
+	wd, _ := os.Getwd()
+	want.DataDir = filepath.Join(wd, "roost-data")
 	if *cfg != want {
 		t.Errorf("the README's config differs from the defaults:\n got %+v\nwant %+v", *cfg, want)
 	}

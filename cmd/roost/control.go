@@ -16,11 +16,24 @@ package main
 //	← {"ok":false,"error":"no such user: nobody@example.org"}
 //
 // Ops: ping, status, user.add, user.passwd (both with "password"), user.del,
-// user.list, alias.add (args: alias, account), alias.del, alias.list,
-// backup (args: an absolute directory), check and check.repair (args: the
-// addresses to check, none for all; "lines" holds the violations found and
-// a summary, and "ok" is false when some remain). "lines" is what the CLI
-// prints, also when "ok" is false.
+// user.list, user.quota (address, bytes, messages), user.disable (address,
+// "reject-mail" or ""), user.enable, user.status, user.app-password.add
+// (address, label), user.app-password.list, user.app-password.del (address,
+// label or ID), alias.add (args: alias, account), alias.del, alias.list,
+// backup (args: an absolute directory), queue.list, queue.show, queue.retry
+// and queue.delete (args: a queue ID), and the import.* and export.* ops
+// of roost import and export (see migrate.go), check and check.repair
+// (args: the addresses to check, none for all; "lines" holds the
+// violations found and a summary, and "ok" is false when some remain).
+// "lines" is what the CLI prints, also when "ok" is false.
+//
+// Structured parameters and results travel in "data" (a JSON value), and
+// bulk bytes (message bodies) after the line: a request or response with
+// "payload": N is followed by exactly N raw bytes.
+//
+//	→ {"op":"import.batch","args":["alice@example.org"],"data":{...},"payload":52113}
+//	→ <52113 bytes>
+//	← {"ok":true,"data":{"uids":[1,2,3]}}
 
 import (
 	"bufio"
@@ -28,6 +41,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -40,16 +54,20 @@ import (
 
 // Control operations.
 const (
-	opPing       = "ping"
-	opStatus     = "status"
-	opUserAdd    = "user.add"
-	opUserPasswd = "user.passwd"
-	opUserDel    = "user.del"
-	opUserList   = "user.list"
-	opAliasAdd   = "alias.add"
-	opAliasDel   = "alias.del"
-	opAliasList  = "alias.list"
-	opBackup     = "backup"
+	opPing        = "ping"
+	opStatus      = "status"
+	opUserAdd     = "user.add"
+	opUserPasswd  = "user.passwd"
+	opUserDel     = "user.del"
+	opUserList    = "user.list"
+	opAliasAdd    = "alias.add"
+	opAliasDel    = "alias.del"
+	opAliasList   = "alias.list"
+	opBackup      = "backup"
+	opQueueList   = "queue.list"
+	opQueueShow   = "queue.show"
+	opQueueRetry  = "queue.retry"
+	opQueueDelete = "queue.delete"
 	// opCheck and opCheckRepair take any number of addresses.
 	opCheck       = "check"
 	opCheckRepair = "check.repair"
@@ -73,16 +91,26 @@ const maxUnixPath = 107
 
 // request is one control request.
 type request struct {
-	Op       string   `json:"op"`
-	Args     []string `json:"args,omitempty"`
-	Password string   `json:"password,omitempty"`
+	Op       string          `json:"op"`
+	Args     []string        `json:"args,omitempty"`
+	Password string          `json:"password,omitempty"`
+	Data     json.RawMessage `json:"data,omitempty"`
+	// Payload is the length of the raw bytes that follow the line.
+	Payload int64 `json:"payload,omitempty"`
+
+	payload []byte
+	resp    *response // where an op puts data and payload of its answer
 }
 
 // response answers one request.
 type response struct {
-	OK    bool     `json:"ok"`
-	Lines []string `json:"lines,omitempty"`
-	Error string   `json:"error,omitempty"`
+	OK      bool            `json:"ok"`
+	Lines   []string        `json:"lines,omitempty"`
+	Error   string          `json:"error,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+	Payload int64           `json:"payload,omitempty"`
+
+	payload []byte
 }
 
 func controlSocketPath(dataDir string) string {
@@ -95,22 +123,46 @@ var errNoServer = errors.New("no server answers on the control socket")
 
 // callControl sends one request to the server behind the control socket.
 func callControl(ctx context.Context, path string, req request) (response, error) {
+	c, err := dialControl(ctx, path)
+	if err != nil {
+		return response{}, err
+	}
+	defer c.close()
+	return c.call(ctx, req)
+}
+
+// controlConn is a client connection to the control socket, for one
+// request or many (roost import sends thousands on one).
+type controlConn struct {
+	path string
+	c    net.Conn
+	r    *bufio.Reader
+}
+
+func dialControl(ctx context.Context, path string) (*controlConn, error) {
 	if len(path) > maxUnixPath {
 		// No server can have bound it either.
-		return response{}, errNoServer
+		return nil, errNoServer
 	}
 	d := net.Dialer{Timeout: controlDialTimeout}
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return response{}, errNoServer
+			return nil, errNoServer
 		}
-		return response{}, fmt.Errorf("control socket %s: %w", path, err)
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	defer c.Close()
+	return &controlConn{path: path, c: c, r: bufio.NewReaderSize(c, 64<<10)}, nil
+}
+
+func (cc *controlConn) close() error { return cc.c.Close() }
+
+func (cc *controlConn) call(ctx context.Context, req request) (response, error) {
+	path, c := cc.path, cc.c
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
 	c.SetDeadline(time.Now().Add(controlReplyWait))
+	req.Payload = int64(len(req.payload))
 	line, err := json.Marshal(req)
 	if err != nil {
 		return response{}, err
@@ -118,14 +170,24 @@ func callControl(ctx context.Context, path string, req request) (response, error
 	if _, err := c.Write(append(line, '\n')); err != nil {
 		return response{}, fmt.Errorf("control socket %s: send: %w", path, err)
 	}
+	if len(req.payload) > 0 {
+		if _, err := c.Write(req.payload); err != nil {
+			return response{}, fmt.Errorf("control socket %s: send: %w", path, err)
+		}
+	}
 	var resp response
-	r := bufio.NewReader(c)
-	reply, err := r.ReadBytes('\n')
+	reply, err := cc.r.ReadBytes('\n')
 	if err != nil {
 		return response{}, fmt.Errorf("control socket %s: no answer from the server (it may be shutting down): %w", path, err)
 	}
 	if err := json.Unmarshal(reply, &resp); err != nil {
 		return response{}, fmt.Errorf("control socket %s: bad answer: %w", path, err)
+	}
+	if resp.Payload > 0 {
+		resp.payload = make([]byte, resp.Payload)
+		if _, err := io.ReadFull(cc.r, resp.payload); err != nil {
+			return response{}, fmt.Errorf("control socket %s: answer cut short: %w", path, err)
+		}
 	}
 	return resp, nil
 }
@@ -248,10 +310,25 @@ func (s *controlServer) handle(c net.Conn, log *slog.Logger) {
 		var resp response
 		if err := json.Unmarshal(line, &req); err != nil {
 			resp = response{Error: "malformed request: " + err.Error()}
+		} else if req.Payload < 0 || req.Payload > s.admin.maxPayload() {
+			// The bytes cannot be skipped safely: answer, then hang up.
+			writeResponse(c, response{Error: fmt.Sprintf("payload of %d bytes is over the limit of %d", req.Payload, s.admin.maxPayload())})
+			return
 		} else {
+			if req.Payload > 0 {
+				req.payload = make([]byte, req.Payload)
+				c.SetReadDeadline(time.Now().Add(controlIdleTimeout))
+				if _, err := io.ReadFull(r, req.payload); err != nil {
+					return
+				}
+			}
 			resp = s.admin.do(context.Background(), req)
 			switch {
 			case req.Op == opPing || req.Op == opStatus:
+			case quietOps[req.Op]:
+				if !resp.OK {
+					log.Warn("control request", "op", req.Op, "args", req.Args, "ok", false, "error", resp.Error)
+				}
 			case resp.OK:
 				log.Info("control request", "op", req.Op, "args", req.Args, "ok", true)
 			default:
@@ -269,12 +346,15 @@ func (s *controlServer) handle(c net.Conn, log *slog.Logger) {
 }
 
 func writeResponse(c net.Conn, resp response) error {
+	resp.Payload = int64(len(resp.payload))
 	data, err := json.Marshal(resp)
 	if err != nil {
 		return err
 	}
 	c.SetWriteDeadline(time.Now().Add(controlWriteWait))
-	_, err = c.Write(append(data, '\n'))
+	if _, err = c.Write(append(data, '\n')); err == nil && len(resp.payload) > 0 {
+		_, err = c.Write(resp.payload)
+	}
 	return err
 }
 

@@ -15,7 +15,7 @@ import (
 // wiredServices names the services frontEnds can create (tests skip what
 // is not wired).
 func wiredServices() []string {
-	return []string{"smtp", "lmtp", "imap", "imaps", "pop3", "pop3s"}
+	return []string{"smtp", "lmtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"}
 }
 
 // backendMaxMessageBytes is the backend's size cap: the largest message
@@ -24,7 +24,7 @@ func wiredServices() []string {
 // message of exactly max_message_bytes is accepted. Each front end
 // enforces its own configured limit.
 func backendMaxMessageBytes(cfg *Config) int64 {
-	return max(cfg.SMTP.MaxMessageBytes, cfg.LMTP.MaxMessageBytes, cfg.IMAP.AppendLimit) + lmtp.TraceReserve
+	return max(cfg.SMTP.MaxMessageBytes, cfg.LMTP.MaxMessageBytes, cfg.Submission.MaxMessageBytes, cfg.IMAP.AppendLimit) + lmtp.TraceReserve
 }
 
 // noDelay maps a configured "0s" delay to the front ends' "none" (negative;
@@ -57,6 +57,8 @@ func frontEnds(d deps) ([]endpoint, error) {
 			MaxErrors:        c.MaxErrors,
 			// 0 in the config is no cap: negative for the server.
 			MaxUnauthenticated: noCap(c.MaxUnauthenticated),
+			// [accounts] over_quota: "defer" (452 4.2.2) or "reject" (552 5.2.2).
+			OverQuotaPermanent: cfg.Accounts.OverQuota == "reject",
 			Logger:             d.log.With("service", service),
 		}
 		if !isLMTP {
@@ -77,6 +79,33 @@ func frontEnds(d deps) ([]endpoint, error) {
 			return nil, fmt.Errorf("[lmtp]: %w", err)
 		}
 		eps = append(eps, endpoint{name: "lmtp", key: "lmtp.listen", addr: cfg.LMTP.Listen, server: srv})
+	}
+
+	if c := cfg.Submission; c.Listen != "" || c.TLSListen != "" {
+		o := smtpOpts(SMTPConfig{
+			MaxMessageBytes:     c.MaxMessageBytes,
+			MaxRecipients:       c.MaxRecipients,
+			MaxLineLength:       c.MaxLineLength,
+			CommandTimeout:      c.CommandTimeout,
+			DataTimeout:         c.DataTimeout,
+			MaxConnections:      c.MaxConnections,
+			MaxConnectionsPerIP: c.MaxConnectionsPerIP,
+			MaxUnauthenticated:  c.MaxUnauthenticated,
+			MaxErrors:           c.MaxErrors,
+		}, false, "submission")
+		o.Submission = &lmtp.SubmissionOptions{
+			Plaintext:        d.plaintext,
+			AuthFailureDelay: noDelay(c.AuthFailureDelay),
+			Enqueue:          d.outbound.Enqueue,
+			CheckDomain:      d.outbound.CheckDomain,
+		}
+		srv, err := lmtp.New(o)
+		if err != nil {
+			return nil, fmt.Errorf("[submission]: %w", err)
+		}
+		eps = append(eps,
+			endpoint{name: "submission", key: "submission.listen", addr: c.Listen, server: srv},
+			endpoint{name: "submissions", key: "submission.tls_listen", addr: c.TLSListen, tls: true, server: srv})
 	}
 
 	imap, err := imapEndpoints(d)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -26,6 +27,7 @@ type metrics struct {
 	connOpen   *prometheus.GaugeVec
 	logins     *prometheus.CounterVec
 	deliveries *prometheus.CounterVec
+	outbound   *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -34,7 +36,7 @@ func newMetrics() *metrics {
 		reg: reg,
 		connTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roost_connections_total",
-			Help: "Connections accepted, by service (smtp, lmtp, imap, imaps, pop3, pop3s), including those then refused by a connection limit.",
+			Help: "Connections accepted, by service (smtp, lmtp, submission, submissions, imap, imaps, pop3, pop3s), including those then refused by a connection limit.",
 		}, []string{"service"}),
 		connOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "roost_connections_open",
@@ -42,12 +44,19 @@ func newMetrics() *metrics {
 		}, []string{"service"}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roost_logins_total",
-			Help: "Password logins (IMAP and POP3), by result: ok, failed (unknown user or wrong password), locked (refused by the failed-login lockout).",
+			Help: "Password logins (IMAP, POP3 and submission), by result: ok, failed (unknown user or wrong password), locked (refused by the failed-login lockout).",
 		}, []string{"result"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roost_deliveries_total",
 			Help: "Messages stored into an account (one per accepted recipient account), by result: ok, over_quota, too_big, error.",
 		}, []string{"result"}),
+		outbound: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roost_outbound_total",
+			Help: "Outbound delivery attempts, one per recipient and attempt, by result: delivered, deferred (to be retried), failed (permanently), bounced (the sender was sent a failure report).",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{"delivered", "deferred", "failed", "bounced"} {
+		m.outbound.WithLabelValues(r)
 	}
 	for _, r := range []string{"ok", "failed", "locked"} {
 		m.logins.WithLabelValues(r)
@@ -55,11 +64,19 @@ func newMetrics() *metrics {
 	for _, r := range []string{"ok", "over_quota", "too_big", "error"} {
 		m.deliveries.WithLabelValues(r)
 	}
+	bi := readBuildInfo()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "roost_build_info",
+		Help:        "Always 1; the labels say what this binary was built from (as `roost version` prints it).",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.Commit, "goversion": bi.GoVersion},
+	})
+	buildInfo.Set(1)
 	reg.MustRegister(
+		buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),
-		m.connTotal, m.connOpen, m.logins, m.deliveries,
+		m.connTotal, m.connOpen, m.logins, m.deliveries, m.outbound,
 	)
 	return m
 }
@@ -81,8 +98,15 @@ func (m *metrics) watchBackend(b *backend.Backend) {
 			Name: "roost_domains",
 			Help: "Mail domains served (the domains of accounts and aliases).",
 		}, func() float64 { return float64(len(b.Domains())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roost_outbound_queue_messages",
+			Help: "Messages in the outbound queue (submitted, not yet delivered to every recipient).",
+		}, func() float64 { return float64(b.QueueLen()) }),
 	)
 }
+
+// onOutbound is the outbound engine's OnResult hook.
+func (m *metrics) onOutbound(result string) { m.outbound.WithLabelValues(result).Inc() }
 
 // onDeliver is the backend's OnDeliver hook.
 func (m *metrics) onDeliver(results []error) {
@@ -111,12 +135,12 @@ type countingLimiter struct {
 	m     *metrics
 }
 
-func (l *countingLimiter) Allow(ip, account string) bool {
-	ok := l.inner.Allow(ip, account)
+func (l *countingLimiter) Allow(ip, account string) (time.Duration, bool) {
+	wait, ok := l.inner.Allow(ip, account)
 	if !ok {
 		l.m.logins.WithLabelValues("locked").Inc()
 	}
-	return ok
+	return wait, ok
 }
 
 func (l *countingLimiter) Failed(ip, account string) {

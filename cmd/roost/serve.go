@@ -20,6 +20,7 @@ import (
 	"github.com/roostmail/roost/autoconfig"
 	"github.com/roostmail/roost/backend"
 	"github.com/roostmail/roost/certs"
+	"github.com/roostmail/roost/outbound"
 	"github.com/roostmail/roost/store"
 )
 
@@ -60,6 +61,7 @@ type deps struct {
 	backend   *backend.Backend
 	tls       *tls.Config
 	plaintext backend.PlaintextPolicy
+	outbound  *outbound.Engine
 	log       *slog.Logger
 }
 
@@ -102,6 +104,8 @@ type boundEndpoint struct {
 // everything down gracefully. SIGHUP reloads the TLS certificate.
 func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
+	bi := readBuildInfo()
+	log.Info("starting roost", "version", bi.Version, "commit", bi.Commit, "modified", bi.Modified, "go", bi.GoVersion, "data_dir", cfg.DataDir)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -115,20 +119,21 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		loginCacheTTL = -1 // "0s" in the config turns the cache off
 	}
 	m := newMetrics()
-	b, err := backend.New(backend.Options{
-		DataDir:         cfg.DataDir,
-		Shards:          cfg.Shards,
-		Hostname:        cfg.Hostname,
-		MaxMessageBytes: backendMaxMessageBytes(cfg),
-		LoginCacheTTL:   loginCacheTTL,
-		Limiter: m.loginLimiter(backend.NewAuthLimiter(backend.AuthLimiterOptions{
-			MaxFailures: cfg.Auth.MaxFailures,
-			Window:      cfg.Auth.FailureWindow,
-			Lockout:     cfg.Auth.Lockout,
-		})),
-		OnDeliver: m.onDeliver,
-		Logger:    log,
-	})
+	bopts := backendOptions(cfg, log)
+	bopts.LoginCacheTTL = loginCacheTTL
+	bopts.Limiter = m.loginLimiter(backend.NewAuthLimiter(backend.AuthLimiterOptions{
+		MaxFailures:          cfg.Auth.MaxFailures,
+		Window:               cfg.Auth.FailureWindow,
+		Lockout:              cfg.Auth.Lockout,
+		Delay:                cfg.Auth.Delay,
+		MaxDelay:             cfg.Auth.MaxDelay,
+		AccountLockAddresses: cfg.Auth.AccountLockAddresses,
+		IPv6Prefix:           cfg.Auth.IPv6Prefix,
+		KnownGoodTTL:         cfg.Auth.KnownGoodTTL,
+		MaxTracked:           cfg.Auth.MaxTracked,
+	}))
+	bopts.OnDeliver = m.onDeliver
+	b, err := backend.New(bopts)
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("the store in %s is in use by another process: is another roost serve running with this data_dir?", cfg.DataDir)
 	}
@@ -156,7 +161,11 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		return fail(fmt.Errorf("TLS certificate: %w", err))
 	}
 	m.watchBackend(b)
-	eps, err := frontEnds(deps{cfg: cfg, backend: b, tls: cm.TLSConfig(), plaintext: plaintext, log: log})
+	eng, err := newOutbound(cfg, b, newDKIMKeyring(cfg.DataDir, log), m.onOutbound, log)
+	if err != nil {
+		return fail(err)
+	}
+	eps, err := frontEnds(deps{cfg: cfg, backend: b, tls: cm.TLSConfig(), plaintext: plaintext, outbound: eng, log: log})
 	if err != nil {
 		return fail(err)
 	}
@@ -183,6 +192,14 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		}
 		opened = append(opened, httpLn)
 	}
+	var metricsLn net.Listener
+	if cfg.Metrics.Listen != "" {
+		metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return fail(fmt.Errorf("metrics listener (metrics.listen = %q): %w", cfg.Metrics.Listen, err))
+		}
+		opened = append(opened, metricsLn)
+	}
 
 	status := func() []string {
 		lines := []string{"pid\t" + strconv.Itoa(os.Getpid()), "data_dir\t" + cfg.DataDir}
@@ -192,15 +209,31 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		if httpLn != nil {
 			lines = append(lines, "http\t"+httpLn.Addr().String())
 		}
+		if metricsLn != nil {
+			lines = append(lines, "metrics\t"+metricsLn.Addr().String())
+		}
 		return append(lines, "tls_fingerprint\t"+cm.Fingerprint())
 	}
-	ctl, err := startControl(controlSocketPath(cfg.DataDir), &admin{b: b, dataDir: cfg.DataDir, status: status}, log)
+	ctl, err := startControl(controlSocketPath(cfg.DataDir), &admin{b: b, dataDir: cfg.DataDir, status: status, outbound: eng,
+		maxMessageBytes: backendMaxMessageBytes(cfg)}, log)
 	if err != nil {
 		return fail(err)
 	}
+	// Retention ([retention]) runs in the background until shutdown.
+	retentionCtx, stopRetention := context.WithCancel(context.Background())
+	retentionDone := make(chan struct{})
+	go func() {
+		defer close(retentionDone)
+		b.RunRetention(retentionCtx, cfg.Retention.policy(), cfg.Retention.Interval)
+	}()
 
 	// Serve. A server that stops on its own (not after Shutdown) is fatal.
-	errc := make(chan error, len(bound)+1)
+	errc := make(chan error, len(bound)+2)
+	go func() {
+		if err := eng.Run(); err != nil {
+			errc <- err
+		}
+	}()
 	for _, be := range bound {
 		ln := m.wrapListener(be.ln, be.name)
 		go func() {
@@ -216,7 +249,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	}
 	var httpSrv *http.Server
 	if httpLn != nil {
-		httpSrv = newHTTPServer(cfg, b, m, log)
+		httpSrv = newHTTPServer(cfg, b, log)
 		go func() {
 			if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http on %s: %w", httpLn.Addr(), err)
@@ -224,7 +257,17 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		}()
 		log.Info("listening", "service", "http", "addr", httpLn.Addr().String())
 	}
-	log.Info(readyMessage, "pid", os.Getpid(), "data_dir", cfg.DataDir, "hostname", cfg.Hostname,
+	var metricsSrv *http.Server
+	if metricsLn != nil {
+		metricsSrv = newMetricsServer(m, log)
+		go func() {
+			if err := metricsSrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics on %s: %w", metricsLn.Addr(), err)
+			}
+		}()
+		log.Info("listening", "service", "metrics", "addr", metricsLn.Addr().String())
+	}
+	log.Info(readyMessage, "version", bi.Version, "commit", bi.Commit, "pid", os.Getpid(), "data_dir", cfg.DataDir, "hostname", cfg.Hostname,
 		"control_socket", controlSocketPath(cfg.DataDir), "tls_fingerprint", cm.Fingerprint())
 
 	var fatal error
@@ -296,7 +339,15 @@ wait:
 	if httpSrv != nil {
 		shutdown("http", httpSrv.Shutdown)
 	}
+	if metricsSrv != nil {
+		shutdown("metrics", metricsSrv.Shutdown)
+	}
 	wg.Wait()
+	// The queue stops after the submission servers: what they took is
+	// queued; what is in flight gets what is left of the timeout.
+	if err := eng.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("outbound: %w", err))
+	}
 	// Servers close their listeners; make sure the socket files are gone
 	// before the store lock is released to a possible next server.
 	for _, be := range bound {
@@ -307,6 +358,8 @@ wait:
 			}
 		}
 	}
+	stopRetention()
+	<-retentionDone
 	if err := b.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close store: %w", err))
 	}
@@ -329,16 +382,33 @@ func listenerAddr(ln net.Listener) string {
 	return ln.Addr().String()
 }
 
-// newHTTPServer serves mail-client autoconfiguration, /metrics and /healthz.
-func newHTTPServer(cfg *Config, b *backend.Backend, m *metrics, log *slog.Logger) *http.Server {
+// healthz answers "ok" while the server runs (for load balancers and
+// container health checks).
+func healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ok\n")
+}
+
+// newHTTPServer serves mail-client autoconfiguration and /healthz. It is
+// the listener published as autoconfig.<domain>, so it serves no metrics.
+func newHTTPServer(cfg *Config, b *backend.Backend, log *slog.Logger) *http.Server {
 	hlog := log.With("service", "http")
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", m.handler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok\n")
-	})
+	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("/", autoconfig.NewHandler(autoconfigOptions(cfg, b.Domains, hlog)))
+	return newHTTPServerFor(mux, hlog)
+}
+
+// newMetricsServer serves /metrics and /healthz on [metrics] listen.
+func newMetricsServer(m *metrics, log *slog.Logger) *http.Server {
+	mlog := log.With("service", "metrics")
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.handler())
+	mux.HandleFunc("GET /healthz", healthz)
+	return newHTTPServerFor(mux, mlog)
+}
+
+func newHTTPServerFor(mux *http.ServeMux, hlog *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

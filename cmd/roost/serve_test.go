@@ -140,7 +140,7 @@ func TestServeLMTPUnixPOP3AndMetrics(t *testing.T) {
 	pop.send("QUIT\r\n")
 	pop.reply("+OK")
 
-	resp, err := http.Get("http://" + st["http"] + "/metrics")
+	resp, err := http.Get("http://" + st["metrics"] + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
