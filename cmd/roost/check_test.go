@@ -109,3 +109,36 @@ func TestCheckCommand(t *testing.T) {
 	}
 	srv.stop(syscall.SIGTERM)
 }
+
+// TestRestoreRunsTheChecker: a backup whose files match their manifest but
+// whose store is inconsistent is refused by roost restore (the store
+// checker runs on the copy), and nothing is restored.
+func TestRestoreRunsTheChecker(t *testing.T) {
+	in := newInstance(t)
+	ctx := context.Background()
+	b := openBackend(t, in.dataDir)
+	if err := b.CreateUser(ctx, "alice@example.org", "alice-pw"); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	corruptInboxCounter(t, in.dataDir, 1)
+	backupDir := filepath.Join(in.dir, "bk")
+	in.mustRun("", "backup", backupDir)
+
+	restored := newInstance(t)
+	res := restored.run("", "restore", backupDir)
+	if res.code != 1 || !strings.Contains(res.stderr, "store check: 1 problems") || !strings.Contains(res.stderr, "counters say 5 messages") {
+		t.Errorf("restore of an inconsistent store: exit %d, stderr %q", res.code, res.stderr)
+	}
+	if _, err := os.Stat(restored.dataDir); !os.IsNotExist(err) {
+		t.Errorf("a refused restore left %s (%v)", restored.dataDir, err)
+	}
+	// Repaired, the same store backs up and restores.
+	in.mustRun("", "check", "--repair")
+	backup2 := filepath.Join(in.dir, "bk2")
+	in.mustRun("", "backup", backup2)
+	restored.mustRun("", "restore", backup2)
+	if out := restored.mustRun("", "check"); !strings.Contains(out, "no problems found") {
+		t.Errorf("check of the restored store: %q", out)
+	}
+}
