@@ -544,8 +544,7 @@ func (s *session) login(name, pass string) error {
 	u, err := s.opts.Backend.Login(s.ctx, name, pass, s.remoteIP)
 	if s.ctx.Err() != nil {
 		stop()
-		s.log.Info("client hung up during login")
-		return errFatal
+		return s.hungUp()
 	}
 	if err != nil {
 		stop()
@@ -567,8 +566,7 @@ func (s *session) login(name, pass string) error {
 	mbox, msgs, err := loadMaildrop(s.ctx, u)
 	if err != nil && s.ctx.Err() != nil {
 		release()
-		log.Info("client hung up during login")
-		return errFatal
+		return s.hungUp()
 	}
 	if err != nil {
 		release()
@@ -588,6 +586,15 @@ func (s *session) login(name, pass string) error {
 	log.Info("logged in", "tls", s.isTLS, "messages", n, "octets", size)
 	s.ok("maildrop has %d messages (%d octets)", n, size)
 	return nil
+}
+
+// hungUp answers a login that was not carried out because the client
+// closed its side of the connection meanwhile (watchPeer). It may only
+// have half-closed it and still read: it is told so, and the session ends.
+func (s *session) hungUp() error {
+	s.log.Info("client closed the connection during login; not checked")
+	s.fail("[SYS/TEMP] connection closed by the client before the login was checked")
+	return errFatal
 }
 
 func (s *session) loginFailed(name string, err error) error {
