@@ -3,16 +3,15 @@ package lmtp
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/roostmail/roost/internal/testutil"
 )
 
 // FuzzDataScanner fuzzes the wire's reading of DATA (scanData).
@@ -154,7 +153,7 @@ func FuzzSession(f *testing.F) {
 			emptyInbox(t, e, addr) // a failed input leaves its messages
 		}
 		lines := bytes.Count(input, []byte("\n")) + 1
-		out, reset := smtpConverse(t, e, input, 8192*lines)
+		out, reset := testutil.Converse(t, e.net, e.addr, input, 8192*lines, 30*time.Second)
 		if err := checkReplies(out, 2*lines+3, reset); err != nil {
 			t.Fatalf("%v\ninput:  %q\noutput: %q", err, input, out)
 		}
@@ -171,32 +170,6 @@ func FuzzSession(f *testing.F) {
 			emptyInbox(t, e, addr)
 		}
 	})
-}
-
-// smtpConverse sends input on a new connection (then half-closes it) and
-// returns everything the server sends until it closes, and whether the
-// connection was reset (the server hung up with input unread).
-func smtpConverse(t *testing.T, e *env, input []byte, limit int) (out []byte, reset bool) {
-	t.Helper()
-	conn, err := net.Dial(e.net, e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	go func() {
-		conn.Write(input)
-		conn.(*net.TCPConn).CloseWrite()
-	}()
-	out, err = io.ReadAll(io.LimitReader(conn, int64(limit)+1))
-	if len(out) > limit {
-		t.Fatalf("the server sent more than %d bytes for %d bytes of input", limit, len(input))
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("the server neither answered nor closed (sent %q)", out)
-	}
-	return out, errors.Is(err, syscall.ECONNRESET)
 }
 
 // checkReplies checks that out is a sequence of at most max well-formed

@@ -5,15 +5,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/roostmail/roost/backend"
+	"github.com/roostmail/roost/internal/testutil"
 )
 
 // FuzzDotWriter fuzzes the RETR/TOP encoder (dotWriter and copyLines).
@@ -64,7 +62,7 @@ func FuzzDotWriter(f *testing.F) {
 			if lines >= 0 {
 				want = firstLines(msg, int(lines))
 			}
-			want = crlfLines(want)
+			want = crlfForm(want)
 			got, err := undot(out.Bytes())
 			if err != nil {
 				t.Fatalf("clean=%v: %v in %q", clean, err, out.Bytes())
@@ -93,22 +91,6 @@ func firstLines(msg []byte, n int) []byte {
 		off += i + 1
 	}
 	return msg[:off]
-}
-
-// crlfLines is msg as POP3 sends it: bare LF as CRLF, a final CRLF if
-// missing (RFC 1939 §3).
-func crlfLines(msg []byte) []byte {
-	var out []byte
-	for i, c := range msg {
-		if c == '\n' && (i == 0 || msg[i-1] != '\r') {
-			out = append(out, '\r')
-		}
-		out = append(out, c)
-	}
-	if len(out) > 0 && out[len(out)-1] != '\n' {
-		out = append(out, '\r', '\n')
-	}
-	return out
 }
 
 // undot checks and decodes a multi-line response body ending in ".\r\n".
@@ -201,7 +183,7 @@ func FuzzSession(f *testing.F) {
 		if loggedIn {
 			input = append([]byte("USER "+testUser+"\r\nPASS "+testPass+"\r\n"), input...)
 		}
-		out, reset := converse(t, e.addr, input, len(input)*limit+limit)
+		out, reset := testutil.Converse(t, "tcp", e.addr, input, len(input)*limit+limit, ioTimeout)
 		e.waitEnded(1)
 		if err := checkResponses(input, out, reset, limit); err != nil {
 			t.Fatalf("%v\ninput:  %q\noutput: %q", err, input, out)
@@ -222,34 +204,6 @@ func resetMaildrop(t *testing.T, e *testEnv) {
 		t.Fatal(err)
 	}
 	e.deliver(fuzzMaildrop...)
-}
-
-// converse sends input on a new connection (then half-closes it) and
-// returns everything the server sends until it closes, and whether the
-// connection was reset; more than limit bytes fail the test.
-func converse(t *testing.T, addr string, input []byte, limit int) (out []byte, reset bool) {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(ioTimeout))
-	go func() {
-		conn.Write(input)
-		conn.(*net.TCPConn).CloseWrite()
-	}()
-	out, err = io.ReadAll(io.LimitReader(conn, int64(limit)+1))
-	if len(out) > limit {
-		t.Fatalf("the server sent more than %d bytes for %d bytes of input", limit, len(input))
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("the server neither answered nor closed within %s (sent %q)", ioTimeout, out)
-	}
-	// A reset is the server closing with input unread (after QUIT, or an
-	// error that ends the session), which may discard its last response.
-	return out, err != nil && errors.Is(err, syscall.ECONNRESET)
 }
 
 // checkResponses replays input as the server reads it and checks out
