@@ -53,6 +53,9 @@ func (b *Backend) ExpireOld(ctx context.Context, policy RetentionPolicy, now tim
 				return total, fmt.Errorf("retention: %s %s: %w", acct.Address, mb.Name, err)
 			}
 			if len(uids) > 0 {
+				// The bodies wait on the purge list until no session can
+				// address them (RFC 2180 §4.1), as for any expunge.
+				b.purgerOf(acct.ID, ms).expunged()
 				b.bus.notify(acct.ID, mb.ID)
 				b.log.Info("retention expunged old messages", "account", acct.Address, "mailbox", mb.Name,
 					"messages", len(uids), "older_than", age.String())

@@ -1,8 +1,11 @@
 package imapd
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -131,6 +134,39 @@ func BenchmarkBigMailbox(b *testing.B) {
 			}
 			if got != n {
 				b.Fatalf("FETCH: %d messages, want %d", got, n)
+			}
+		}
+	})
+	// The same FETCH read by a client that only finds the tagged line: the
+	// server's share of the cost (imapclient's parsing dominates above).
+	b.Run("FetchFlagsRaw", func(b *testing.B) {
+		rc, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rc.Close()
+		br := bufio.NewReaderSize(rc, 64<<10)
+		readTo := func(tag string) int {
+			lines := 0
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					b.Fatal(err)
+				}
+				lines++
+				if bytes.HasPrefix(line, []byte(tag+" ")) {
+					return lines
+				}
+			}
+		}
+		br.ReadSlice('\n')
+		fmt.Fprintf(rc, "l LOGIN %s %q\r\ns SELECT INBOX\r\n", testUser, testPass)
+		readTo("l")
+		readTo("s")
+		for b.Loop() {
+			io.WriteString(rc, "f FETCH 1:* (FLAGS)\r\n")
+			if got := readTo("f"); got != n+1 {
+				b.Fatalf("FETCH: %d lines, want %d", got, n+1)
 			}
 		}
 	})

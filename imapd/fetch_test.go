@@ -179,9 +179,9 @@ func TestBodyStructure(t *testing.T) {
 		t.Errorf("BODY: %s", got[0])
 	}
 	got = r.cmd("F", "FETCH 1 (ENVELOPE)")
-	wantEnv := `* 1 FETCH (ENVELOPE ("Tue, 03 Jan 2006 10:00:00 +0100" "=?utf-8?q?R=C3=A9sum=C3=A9_attached?=" ` +
+	wantEnv := `* 1 FETCH (ENVELOPE ("Tue, 03 Jan 2006 10:00:00 +0100" "=?ISO-8859-1?Q?R=E9sum=E9?= attached" ` +
 		`(("Bob Sender" NIL "bob" "example.net")) (("Bob Sender" NIL "bob" "example.net")) (("Bob Sender" NIL "bob" "example.net")) ` +
-		`(("Alice" NIL "alice" "example.org") (NIL NIL "carol" "example.com")) ((NIL NIL "dave" "example.com")) NIL ` +
+		`(("Alice" NIL "alice" "example.org")(NIL NIL "carol" "example.com")) ((NIL NIL "dave" "example.com")) NIL ` +
 		`"<parent@example.net>" "<multi@example.net>"))`
 	if got[0] != wantEnv {
 		t.Errorf("ENVELOPE:\ngot  %s\nwant %s", got[0], wantEnv)
@@ -211,16 +211,16 @@ func TestFetchSetsSeen(t *testing.T) {
 		t.Errorf("BODY.PEEK set \\Seen: %q", got)
 	}
 	got = r.cmd("F", "FETCH 1 (BODY[TEXT])")
-	if !strings.Contains(got[0], `FLAGS (\Seen)`) {
+	if !strings.Contains(got[0], `FLAGS (\Seen`) {
 		t.Errorf("FETCH BODY[] in SELECT did not report \\Seen: %q", got)
 	}
 	got = r.cmd("F", "UID FETCH 2 (RFC822)")
-	if !strings.Contains(got[0], `FLAGS (\Seen)`) || !strings.Contains(got[0], "UID 2") || !strings.Contains(got[0], "RFC822 {") {
+	if !strings.Contains(got[0], `FLAGS (\Seen`) || !strings.Contains(got[0], "UID 2") || !strings.Contains(got[0], "RFC822 {") {
 		t.Errorf("UID FETCH RFC822: %q", got)
 	}
 	got = r.cmd("F", "FETCH 1:* (FLAGS INTERNALDATE UID)")
 	for _, l := range got[:2] {
-		if !strings.Contains(l, `FLAGS (\Seen)`) || !strings.Contains(l, "INTERNALDATE") {
+		if !strings.Contains(l, `FLAGS (\Seen`) || !strings.Contains(l, "INTERNALDATE") {
 			t.Errorf("got %q", l)
 		}
 	}
@@ -251,7 +251,7 @@ func TestFetchMacros(t *testing.T) {
 	for _, m := range []string{"ALL", "FAST", "FULL"} {
 		got := r.cmd("F", "FETCH 1 "+m)
 		// The store keeps the instant (in UTC).
-		if !strings.Contains(got[0], `INTERNALDATE " 6-May-2020 05:08:09 +0000"`) || !strings.Contains(got[0], `FLAGS (\Draft $Label1)`) ||
+		if !strings.Contains(got[0], `INTERNALDATE " 6-May-2020 05:08:09 +0000"`) || !strings.Contains(got[0], `FLAGS (\Draft $Label1`) ||
 			!strings.Contains(got[0], fmt.Sprintf("RFC822.SIZE %d", len(body))) {
 			t.Errorf("FETCH %s: %q", m, got)
 		}

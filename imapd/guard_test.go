@@ -33,14 +33,14 @@ func TestLiteralGuard(t *testing.T) {
 		want  []string // prefixes of the responses to tag "a", untagged included
 		alive bool
 	}{
-		{"LOGIN with a 5000-byte literal+ (buffered, over 4096)", false,
-			"a LOGIN {5000+}\r\n" + injected(5000) + " pw\r\n",
-			[]string{"* NO [TOOBIG] Literal of 5000 bytes refused", "a BAD"}, true},
+		{"LOGIN with a 9000-byte literal+ (buffered, over max_line_length)", false,
+			"a LOGIN {9000+}\r\n" + injected(9000) + " pw\r\n",
+			[]string{"* NO [TOOBIG] Literal of 9000 bytes refused", "a BAD"}, true},
 		{"LOGIN's second literal refused", false,
-			"a LOGIN {5+}\r\nalice {5000+}\r\n" + injected(5000) + "\r\n",
+			"a LOGIN {5+}\r\nalice {9000+}\r\n" + injected(9000) + "\r\n",
 			[]string{"* NO [TOOBIG]", "a BAD"}, true},
-		{"synchronising literal over 4096 gets an answer", false,
-			"a LOGIN {5000}\r\n",
+		{"synchronising literal over max_line_length gets an answer", false,
+			"a LOGIN {9000}\r\n",
 			[]string{"* NO [TOOBIG]", "a BAD"}, true},
 		{"APPEND over AppendLimit, literal+", true,
 			"a APPEND INBOX (\\Seen) {3000+}\r\n" + injected(3000) + "\r\n",
@@ -48,11 +48,11 @@ func TestLiteralGuard(t *testing.T) {
 		{"APPEND over AppendLimit, synchronising", true,
 			"a APPEND INBOX {3000}\r\n",
 			[]string{"a NO [TOOBIG]"}, true},
-		{"APPEND with a mailbox literal over 4096", true,
-			"a APPEND {5000+}\r\n" + injected(5000) + " {11+}\r\nx9 LOGOUT\r\n\r\n",
+		{"APPEND with a mailbox literal over max_line_length", true,
+			"a APPEND {9000+}\r\n" + injected(9000) + " {11+}\r\nx9 LOGOUT\r\n\r\n",
 			[]string{"* NO [TOOBIG]", "a BAD"}, true},
-		{"SELECT with a literal over 4096", true,
-			"a SELECT {4097+}\r\n" + injected(4097) + "\r\n",
+		{"SELECT with a literal over max_line_length", true,
+			"a SELECT {9000+}\r\n" + injected(9000) + "\r\n",
 			[]string{"* NO [TOOBIG]", "a BAD"}, true},
 		{"syntax error before a literal+", true,
 			"a NOOP {100+}\r\n" + injected(100) + "\r\n",
@@ -66,7 +66,7 @@ func TestLiteralGuard(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, func(o *Options) { o.AppendLimit = 2000 })
+			e := newEnv(t, func(o *Options) { o.AppendLimit = 2000; o.MaxLineLength = 8000 })
 			r := e.dialRaw()
 			if tc.auth {
 				r.login()
@@ -331,34 +331,64 @@ func TestMaxConnsTLS(t *testing.T) {
 	}
 }
 
+// TestCommandTooLong: a command line over max_line_length gets BAD, its
+// tail never runs, and the connection goes on.
 func TestCommandTooLong(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		limit int // Options.MaxLineLength
 		fill  int // length of the search string
 	}{
-		{"imapserver's limit", 0, 60000},
+		{"default limit", 0, 70000},
 		{"configured limit", 9000, 9500},
+		{"raised limit", 1 << 20, 1<<20 + 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(o *Options) { o.MaxLineLength = tc.limit })
 			r := e.dialRaw()
 			r.login()
 			r.cmd("S", "SELECT INBOX")
-			if tc.limit > 0 {
-				// Just under the limit is fine.
-				if l := r.cmd("s", "SEARCH TEXT \""+strings.Repeat("y", tc.limit-40)+"\""); !strings.HasPrefix(l[len(l)-1], "s OK") {
-					t.Fatalf("command under the limit: %q", l[len(l)-1])
-				}
+			under := tc.limit
+			if under == 0 {
+				under = DefaultMaxLineLength
 			}
-			r.send("a SEARCH TEXT \"" + strings.Repeat("x", tc.fill) + " x1 DELETE Trash\"\r\n")
-			if out := r.readEOF(); out != "* BYE Command line too long\r\n" {
-				t.Errorf("%d-octet command: %q", tc.fill, out)
+			// Just under the limit is fine.
+			if l := r.cmd("s", "SEARCH TEXT \""+strings.Repeat("y", under-40)+"\""); !strings.HasPrefix(l[len(l)-1], "s OK") {
+				t.Fatalf("command under the limit: %q", l[len(l)-1])
 			}
-			if _, err := e.user().Mailbox("Trash"); err != nil {
-				t.Error("the tail of a long line ran as a command")
+			r.send("a SEARCH TEXT \"" + strings.Repeat("x", tc.fill) + "\r\nx1 DELETE Trash\"\r\n")
+			if l := r.line(); !strings.HasPrefix(l, "a BAD Command line too long") {
+				t.Errorf("%d-octet command: %q", tc.fill, l)
+			}
+			// The next line is a command of its own (a BAD one, "x1 DELETE
+			// Trash\"" has a stray quote).
+			if l := r.line(); !strings.HasPrefix(l, "x1 ") {
+				t.Errorf("after the long line: %q", l)
+			}
+			if got := r.cmd("n", "NOOP"); got[len(got)-1] != "n OK NOOP completed" {
+				t.Errorf("connection after a long line: %q", got)
+			}
+			if _, err := e.user().Mailbox("Trash"); err != nil && tc.fill < 0 {
+				t.Error("unreachable")
 			}
 		})
+	}
+}
+
+// TestCommandTooLongTail: the tail of an over-long line is never run.
+func TestCommandTooLongTail(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.MaxLineLength = 9000 })
+	r := e.dialRaw()
+	r.login()
+	r.send("a SEARCH TEXT \"" + strings.Repeat("x", 9500) + " x1 DELETE Trash\"\r\n")
+	if l := r.line(); !strings.HasPrefix(l, "a BAD Command line too long") {
+		t.Errorf("long command: %q", l)
+	}
+	if got := r.cmd("n", "NOOP"); got[len(got)-1] != "n OK NOOP completed" {
+		t.Errorf("connection after a long line: %q", got)
+	}
+	if _, err := e.user().Mailbox("Trash"); err != nil {
+		t.Error("the tail of a long line ran as a command")
 	}
 }
 

@@ -235,10 +235,14 @@ func msgText(subject, body string) string {
 		"\r\nDate: Mon, 02 Jan 2006 15:04:05 +0000\r\nMessage-ID: <" + strings.ReplaceAll(subject, " ", ".") + "@example.net>\r\n\r\n" + body + "\r\n"
 }
 
+// flagsOf returns a message's stored flags: \Recent, which an IMAP4rev1
+// session is told of but nobody stores, is left out.
 func flagsOf(m *imapclient.FetchMessageBuffer) []string {
 	var out []string
 	for _, f := range m.Flags {
-		out = append(out, string(f))
+		if f != `\Recent` {
+			out = append(out, string(f))
+		}
 	}
 	return out
 }

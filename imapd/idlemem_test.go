@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestIdleConnectionMemory measures what one connection idling in IDLE on
@@ -13,6 +14,9 @@ import (
 func TestIdleConnectionMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("opens 150 connections")
+	}
+	if raceEnabled {
+		t.Skip("the race detector's instrumentation changes memory use; the budget holds for normal builds")
 	}
 	e := newEnv(t, func(o *Options) { o.MaxConnsPerIP = -1 })
 	usage := func() uint64 {
@@ -52,10 +56,13 @@ func TestIdleConnectionMemory(t *testing.T) {
 		float64(runtime.NumGoroutine()-g0)/n, float64(m1.HeapInuse-m0.HeapInuse)/n/1024, float64(m1.StackInuse-m0.StackInuse)/n/1024)
 	per := float64(after-before) / n / 1024
 	t.Logf("server memory per idle IMAP connection: %.1f KiB (client sockets included)", per)
-	if per > 48 {
-		t.Errorf("an idle connection costs %.1f KiB, budget 48 KiB", per)
+	if per > 40 {
+		t.Errorf("an idle connection costs %.1f KiB, budget 40 KiB", per)
 	}
 	for _, r := range conns {
+		// Opening 150 sessions on a loaded machine may take longer than
+		// the raw client's first deadline.
+		r.c.SetDeadline(time.Now().Add(waitLimit))
 		r.send("DONE\r\n")
 	}
 }

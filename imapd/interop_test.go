@@ -94,7 +94,7 @@ func TestPythonImaplib(t *testing.T) {
 		"select":            {"OK", "3"},
 		"bodystructure":     {`("text" "plain" ("charset" "iso-8859-1") NIL NIL "quoted-printable"`, `"mixed" ("boundary" "outer")`},
 		"envelope":          {`UID 1`, `RFC822.SIZE ` + strconv.Itoa(len(mimeMsg)), `"<multi@example.net>"`},
-		"store":             {`FLAGS (\Flagged $Py)`},
+		"store":             {`FLAGS (\Flagged $Py`},
 		"append":            {"OK", "APPENDUID"},
 		"copy":              {"OK", "COPYUID"},
 		"move":              {"OK", " 2 1"},

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
+	"strings"
 
 	"github.com/roostmail/roost/backend"
 )
@@ -17,16 +15,19 @@ import (
 // highest modseq of the mailbox's change log it has caught up with.
 //
 // Other sessions' changes reach the client in modseq order, from the
-// change log, when imapserver polls (after each command) or at once in
-// IDLE, woken by the watcher: new UIDs as EXISTS, flag changes of known
-// UIDs as FETCH (UID FLAGS), tombstones of known UIDs as EXPUNGE. Where
-// EXPUNGE may not be sent (during FETCH, STORE, SEARCH: RFC 9051 §7.5.1),
-// an expunged message stays in the map as a ghost until it may.
+// change log, after each command or at once in IDLE, woken by the
+// watcher: new UIDs as EXISTS, flag changes of known UIDs as FETCH (UID
+// FLAGS [MODSEQ]), tombstones of known UIDs as EXPUNGE (VANISHED once
+// QRESYNC is enabled). Where EXPUNGE may not be sent (after FETCH, STORE,
+// SEARCH: RFC 9051 §7.5.1), an expunged message stays in the map as a
+// ghost until it may; a FETCH of a ghost answers with what is left of it
+// or not at all (RFC 2180 §4.1).
 type selected struct {
-	id       uint64
-	name     string
-	readOnly bool
-	watch    *backend.Watcher
+	id          uint64
+	name        string
+	uidValidity uint32
+	readOnly    bool
+	watch       *backend.Watcher
 
 	uids    []uint32
 	ghosts  map[uint32]bool // expunged, EXPUNGE not yet sent
@@ -34,70 +35,318 @@ type selected struct {
 	own     map[uint32]uint64
 	saved   []uint32 // SEARCHRES result (RFC 5182), as UIDs
 	deleted bool     // the mailbox was deleted
+
+	// keywords announced in FLAGS (a FETCH never shows one before).
+	keywords []string
+	// recent are the UIDs this (IMAP4rev1) session holds \Recent (RFC 3501
+	// §2.3.2), as ranges claimed from the backend.
+	recent []backend.UIDRange
+	// pin keeps expunged bodies readable while the client may address them.
+	pin *backend.Pin
 }
 
-func (sel *selected) close() { sel.watch.Close() }
+func (sel *selected) close() {
+	sel.watch.Close()
+	if sel.pin != nil {
+		sel.pin.Close()
+	}
+}
 
-// Select implements imapserver.Session (SELECT and EXAMINE).
-func (s *session) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
+func (sel *selected) isRecent(uid uint32) bool {
+	for _, r := range sel.recent {
+		if uid >= r.Start && uid <= r.Stop {
+			return true
+		}
+	}
+	return false
+}
+
+// recentCount counts the known messages held \Recent.
+func (sel *selected) recentCount() int {
+	n := 0
+	for _, r := range sel.recent {
+		lo, _ := slices.BinarySearch(sel.uids, r.Start)
+		hi, found := slices.BinarySearch(sel.uids, r.Stop)
+		if found {
+			hi++
+		}
+		n += max(hi-lo, 0)
+	}
+	return n
+}
+
+// claimRecent takes the messages no session has seen yet as this session's
+// \Recent ones (an IMAP4rev1 SELECT, not EXAMINE).
+func (s *session) claimRecent(sel *selected) {
+	if s.rev2 || sel.readOnly {
+		return
+	}
+	first, next, err := s.user.ClaimRecent(sel.id)
+	if err != nil || first >= next {
+		return
+	}
+	sel.recent = append(sel.recent, backend.UIDRange{Start: first, Stop: next - 1})
+}
+
+var systemFlagList = []string{`\Answered`, `\Flagged`, `\Deleted`, `\Seen`, `\Draft`}
+
+// selectParams are SELECT's and EXAMINE's parameters (RFC 7162).
+type selectParams struct {
+	condstore bool
+	qresync   *qresyncParams
+}
+
+type qresyncParams struct {
+	uidValidity uint32
+	modseq      uint64
+	knownUIDs   *numSet
+	seqMatch    *[2]numSet // known sequence numbers, their UIDs
+}
+
+func (p *parser) selectParams() (selectParams, error) {
+	var sp selectParams
+	err := p.list(func() error {
+		kw, err := p.keyword()
+		if err != nil {
+			return err
+		}
+		switch kw {
+		case "CONDSTORE":
+			sp.condstore = true
+		case "QRESYNC":
+			if err := p.sp(); err != nil {
+				return err
+			}
+			q := &qresyncParams{}
+			if err := p.expect('('); err != nil {
+				return err
+			}
+			if q.uidValidity, err = p.nzNumber(); err != nil {
+				return err
+			}
+			if err := p.sp(); err != nil {
+				return err
+			}
+			if q.modseq, err = p.number64(); err != nil {
+				return err
+			}
+			if q.modseq == 0 {
+				return badf("QRESYNC modseq must be non-zero")
+			}
+			if p.consume(' ') {
+				if p.peek() != '(' {
+					set, err := p.seqSet()
+					if err != nil {
+						return err
+					}
+					if set.saved {
+						return badf("$ is not allowed here")
+					}
+					q.knownUIDs = &set
+					if !p.consume(' ') {
+						goto closeParen
+					}
+				}
+				if err := p.expect('('); err != nil {
+					return err
+				}
+				seqs, err := p.seqSet()
+				if err != nil {
+					return err
+				}
+				if err := p.sp(); err != nil {
+					return err
+				}
+				uids, err := p.seqSet()
+				if err != nil {
+					return err
+				}
+				if err := p.expect(')'); err != nil {
+					return err
+				}
+				q.seqMatch = &[2]numSet{seqs, uids}
+			}
+		closeParen:
+			if err := p.expect(')'); err != nil {
+				return err
+			}
+			sp.qresync = q
+		default:
+			return badf("Unknown SELECT parameter %s", kw)
+		}
+		return nil
+	})
+	return sp, err
+}
+
+// cmdSelect implements SELECT and EXAMINE (RFC 9051 §6.3.2-3, RFC 3501
+// §6.3.1-2, RFC 7162 §3.1.8 and §3.2.5).
+func cmdSelect(s *session, p *parser) error {
+	if err := p.sp(); err != nil {
+		return err
+	}
+	name, err := p.mailbox()
+	if err != nil {
+		return err
+	}
+	var params selectParams
+	if p.consume(' ') {
+		if params, err = p.selectParams(); err != nil {
+			return err
+		}
+	}
+	if err := p.end(); err != nil {
+		return err
+	}
+	if params.qresync != nil && !s.qresync {
+		return badf("QRESYNC is not enabled")
+	}
 	if s.sel != nil {
+		// RFC 7162 §3.2.11: a CLOSED response tells a QRESYNC client where
+		// the old mailbox's responses end.
 		s.sel.close()
 		s.sel = nil
+		s.contexts = nil
+		s.state = stateAuth
+		if s.qresync {
+			s.c.untagged("OK [CLOSED] Previous mailbox closed")
+		}
 	}
+	if params.condstore {
+		s.condstore = true
+	}
+	readOnly := s.cmd == "EXAMINE"
 	mb, err := s.user.Mailbox(name)
 	if err != nil {
-		return nil, s.mapErr("select", err, false)
+		return s.mapErr("select", err, false)
 	}
-	// Watch first, then read the counters, then the UIDs: no change can
-	// fall between them unseen (one seen twice is harmless).
+	// Pin and watch first, then read the counters, then the UIDs: no change
+	// can fall between them unseen (one seen twice is harmless), and no body
+	// the client learns of can vanish under it (RFC 2180 §4.1).
+	pin, err := s.user.Pin()
+	if err != nil {
+		return s.mapErr("select", err, false)
+	}
 	watch := s.user.Watch(mb.ID)
 	mb, err = s.user.MailboxByID(mb.ID)
 	if err != nil {
 		watch.Close()
-		return nil, s.mapErr("select", err, false)
+		pin.Close()
+		return s.mapErr("select", err, false)
 	}
 	uids, err := s.user.UIDs(mb.ID)
 	if err != nil {
 		watch.Close()
-		return nil, s.mapErr("select", err, false)
+		pin.Close()
+		return s.mapErr("select", err, false)
 	}
 	sel := &selected{
-		id:       mb.ID,
-		name:     mb.Name,
-		readOnly: options.ReadOnly,
-		watch:    watch,
-		uids:     uids,
-		modseq:   mb.HighestModSeq,
-		ghosts:   make(map[uint32]bool),
-		own:      make(map[uint32]uint64),
+		id:          mb.ID,
+		name:        mb.Name,
+		uidValidity: mb.UIDValidity,
+		readOnly:    readOnly,
+		watch:       watch,
+		uids:        uids,
+		modseq:      mb.HighestModSeq,
+		ghosts:      make(map[uint32]bool),
+		own:         make(map[uint32]uint64),
+		pin:         pin,
+		keywords:    slices.Clone(mb.Keywords),
 	}
-	s.sel = sel
+	s.claimRecent(sel)
 	uidNext := mb.UIDNext
 	if n := len(uids); n > 0 && uids[n-1] >= uidNext {
 		uidNext = uids[n-1] + 1
 	}
-	data := &imap.SelectData{
-		Flags:          []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft},
-		PermanentFlags: []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft, imap.FlagWildcard},
-		NumMessages:    uint32(len(uids)),
-		UIDNext:        imap.UID(uidNext),
-		UIDValidity:    mb.UIDValidity,
-	}
-	if sel.readOnly {
-		data.PermanentFlags = []imap.Flag{}
-	}
-	if s.conn.EnabledCaps().Has(imap.CapIMAP4rev2) {
-		// RFC 9051 §6.3.2: a LIST response with the mailbox name.
-		data.List = &imap.ListData{Delim: '/', Mailbox: mb.Name}
-		if mb.SpecialUse != "" {
-			data.List.Attrs = []imap.MailboxAttr{imap.MailboxAttr(mb.SpecialUse)}
+	c := s.c
+	c.untagged("%d EXISTS", len(uids))
+	if !s.rev2 {
+		n := sel.recentCount()
+		if readOnly {
+			if k, err := s.user.RecentCount(mb.ID); err == nil {
+				n = int(k)
+			}
 		}
-	} else if mb.Unseen > 0 {
-		// IMAP4rev1's OK [UNSEEN n] (RFC 3501 §6.3.1).
-		data.FirstUnseenSeqNum = s.firstUnseen(sel)
+		c.untagged("%d RECENT", n)
 	}
-	s.log.Debug("selected", "mailbox", mb.Name, "read_only", sel.readOnly, "messages", len(uids))
-	return data, nil
+	s.writeFlags(sel)
+	c.untagged("OK [UIDVALIDITY %d] UIDs valid", mb.UIDValidity)
+	c.untagged("OK [UIDNEXT %d] Predicted next UID", uidNext)
+	if !s.rev2 && mb.Unseen > 0 {
+		// IMAP4rev1's OK [UNSEEN n] (RFC 3501 §6.3.1).
+		if seq := s.firstUnseen(sel); seq > 0 {
+			c.untagged("OK [UNSEEN %d] First unseen", seq)
+		}
+	}
+	if s.condstore {
+		c.untagged("OK [HIGHESTMODSEQ %d] Highest", max(mb.HighestModSeq, 1))
+	} else {
+		c.untagged("OK [HIGHESTMODSEQ %d] Highest", max(mb.HighestModSeq, 1))
+	}
+	if s.rev2 {
+		// RFC 9051 §6.3.2: a LIST response with the mailbox name.
+		b := c.buf()
+		b = append(b, `* LIST (`...)
+		b = append(b, mb.SpecialUse...)
+		b = append(b, `) "/" `...)
+		b = appendMailbox(b, mb.Name, true)
+		c.setBuf(append(b, "\r\n"...))
+	}
+	s.sel = sel
+	s.state = stateSelected
+	if q := params.qresync; q != nil && q.uidValidity == mb.UIDValidity {
+		if err := s.qresyncSelect(sel, mb, q); err != nil {
+			return err
+		}
+	}
+	s.log.Debug("selected", "mailbox", mb.Name, "read_only", readOnly, "messages", len(uids))
+	if readOnly {
+		return okf("READ-ONLY", "%s completed", s.cmd)
+	}
+	return okf("READ-WRITE", "%s completed", s.cmd)
+}
+
+// writeFlags sends FLAGS and PERMANENTFLAGS: the system flags and the
+// keywords announced so far; \* says new keywords may be made.
+func (s *session) writeFlags(sel *selected) {
+	flags := append(slices.Clone(systemFlagList), sel.keywords...)
+	b := s.c.buf()
+	b = append(b, "* FLAGS "...)
+	b = appendFlags(b, flags)
+	b = append(b, "\r\n* OK [PERMANENTFLAGS "...)
+	if sel.readOnly {
+		b = append(b, "()"...)
+	} else {
+		b = appendFlags(b, append(flags, `\*`))
+	}
+	b = append(b, "] Permanent flags\r\n"...)
+	s.c.setBuf(b)
+}
+
+// announceKeywords sends FLAGS again before a FETCH shows a keyword the
+// client was not told of.
+func (s *session) announceKeywords(flags []string) {
+	sel := s.sel
+	added := false
+	for _, f := range flags {
+		if strings.HasPrefix(f, `\`) {
+			continue
+		}
+		known := false
+		for _, k := range sel.keywords {
+			if strings.EqualFold(k, f) {
+				known = true
+				break
+			}
+		}
+		if !known {
+			sel.keywords = append(sel.keywords, f)
+			added = true
+		}
+	}
+	if added {
+		s.writeFlags(sel)
+	}
 }
 
 var errStop = errors.New("stop")
@@ -117,75 +366,47 @@ func (s *session) firstUnseen(sel *selected) uint32 {
 	return 0
 }
 
-// Unselect implements imapserver.Session (UNSELECT, and CLOSE after its
-// silent expunge).
-func (s *session) Unselect() error {
+// cmdUnselect implements UNSELECT (RFC 3691).
+func cmdUnselect(s *session, p *parser) error {
+	if err := p.end(); err != nil {
+		return err
+	}
+	s.unselect()
+	return nil
+}
+
+func (s *session) unselect() {
+	s.contexts = nil
 	if s.sel != nil {
 		s.sel.close()
 		s.sel = nil
 	}
+	s.state = stateAuth
+}
+
+// cmdClose implements CLOSE (RFC 9051 §6.4.1): a silent expunge, except
+// in a read-only mailbox.
+func cmdClose(s *session, p *parser) error {
+	if err := p.end(); err != nil {
+		return err
+	}
+	if !s.sel.readOnly {
+		if _, err := s.user.Expunge(s.sel.id, nil, true); err != nil && !errors.Is(err, backend.ErrNoSuchMailbox) {
+			return s.mapErr("close", err, false)
+		}
+	}
+	s.unselect()
 	return nil
 }
 
-// Poll implements imapserver.Session: after each command, the changes of
-// other sessions (and deliveries) since the last report.
-func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
-	if s.sel == nil {
-		return nil
-	}
-	return s.sync(w, allowExpunge, false)
-}
+// sync reports the mailbox's changes since sel.modseq.
+func (s *session) sync(allowExpunge bool) error { return s.syncForce(allowExpunge, false) }
 
-// Idle implements imapserver.Session (RFC 2177): changes are pushed as soon
-// as the backend's change bus wakes the watcher.
-func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	done := make(chan struct{})
-	s.idleDone = done
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.idleDone = nil
-		s.mu.Unlock()
-		close(done)
-	}()
-	if s.sel == nil {
-		select {
-		case <-stop:
-		case <-s.quit:
-		}
-		return nil
-	}
-	if err := s.sync(w, true, true); err != nil {
-		return err
-	}
-	for {
-		select {
-		case <-stop:
-			return nil
-		case <-s.quit:
-			return nil
-		case <-s.sel.watch.C():
-			if err := s.sync(w, true, true); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// sync reports the mailbox's changes since sel.modseq. force skips the
-// shortcut of trusting an empty wake-up channel.
-func (s *session) sync(w *imapserver.UpdateWriter, allowExpunge, force bool) error {
-	// imapserver may poll while an Idle it stopped is still finishing (a
-	// client that disconnects in IDLE): one sync at a time.
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
+// syncForce is sync; force skips the shortcut of trusting an empty wake-up
+// channel.
+func (s *session) syncForce(allowExpunge, force bool) error {
 	sel := s.sel
-	if sel.deleted {
+	if sel == nil || sel.deleted {
 		return nil
 	}
 	woken := force
@@ -198,27 +419,30 @@ func (s *session) sync(w *imapserver.UpdateWriter, allowExpunge, force bool) err
 		// The watcher has seen no commit since the last sync; only ghosts
 		// may be owed.
 		if allowExpunge && len(sel.ghosts) > 0 {
-			return s.flushGhosts(w)
+			s.flushGhosts()
 		}
 		return nil
 	}
 	changes, err := s.user.ChangesSince(sel.id, sel.modseq)
+	if errors.Is(err, backend.ErrNoSuchMailbox) && s.accountDeleted() {
+		s.log.Info("account deleted; closing session")
+		s.c.bye("Account deleted")
+		return errCloseConn
+	}
 	if errors.Is(err, backend.ErrNoSuchMailbox) {
 		// The selected mailbox was deleted (by this session or another):
 		// there is no way to tell the client but to close (as Dovecot does).
 		sel.deleted = true
 		s.log.Info("selected mailbox deleted; closing", "mailbox", sel.name)
-		s.w.closeWithBye("Selected mailbox was deleted, have to disconnect")
-		return fmt.Errorf("imapd: selected mailbox %q was deleted", sel.name)
+		s.c.bye("Selected mailbox was deleted, have to disconnect")
+		return errCloseConn
 	}
 	if err != nil {
 		return s.mapErr("sync", err, false)
 	}
 	if allowExpunge && len(sel.ghosts) > 0 {
 		// Expunges owed from before come first: they are older.
-		if err := s.flushGhosts(w); err != nil {
-			return err
-		}
+		s.flushGhosts()
 	}
 	if len(changes) == 0 {
 		return nil
@@ -228,7 +452,6 @@ func (s *session) sync(w *imapserver.UpdateWriter, allowExpunge, force bool) err
 		last = sel.uids[n-1]
 	}
 	known := func(uid uint32) bool { return uid <= last && !sel.ghosts[uid] && sel.has(uid) }
-	// What to fetch and how much is owed.
 	var flagged []uint32
 	pending := len(sel.ghosts)
 	for _, c := range changes {
@@ -243,97 +466,143 @@ func (s *session) sync(w *imapserver.UpdateWriter, allowExpunge, force bool) err
 	}
 	if pending > s.srv.opts.MaxPendingUpdates {
 		s.log.Warn("too many pending updates; closing", "mailbox", sel.name, "pending", pending, "limit", s.srv.opts.MaxPendingUpdates)
-		s.w.closeWithBye("Too many changes to report; please reconnect")
-		return fmt.Errorf("imapd: %d pending updates exceed MaxPendingUpdates", pending)
+		s.c.bye("Too many changes to report; please reconnect")
+		return errCloseConn
 	}
-	flagsOf := make(map[uint32][]string, len(flagged))
+	msgOf := make(map[uint32]backend.Message, len(flagged))
 	if len(flagged) > 0 {
 		msgs, err := s.user.MessagesByUID(sel.id, flagged)
 		if err != nil {
 			return s.mapErr("sync", err, false)
 		}
 		for _, m := range msgs {
-			flagsOf[m.UID] = m.Flags
+			msgOf[m.UID] = m
 		}
 	}
-	// Report in modseq order. Runs of expunges go out in one pass, runs of
-	// new messages as one EXISTS.
-	var gone []uint32
-	added := false
-	flush := func() error {
+	// Report in modseq order. New messages are gathered and added in UID
+	// order (the change log orders them by their latest modseq, which a
+	// flag change moves), and announced by one EXISTS.
+	var gone, added []uint32
+	flush := func() {
 		if len(gone) > 0 {
-			if err := s.expungeKnown(w, gone); err != nil {
-				return err
-			}
+			s.expungeKnown(gone)
 			gone = gone[:0]
 		}
-		if added {
-			added = false
-			return w.WriteNumMessages(uint32(len(sel.uids)))
+		if len(added) > 0 {
+			slices.Sort(added)
+			sel.uids = append(sel.uids, added...)
+			added = added[:0]
+			s.c.untagged("%d EXISTS", len(sel.uids))
+			if !s.rev2 {
+				// RFC 3501 §7.3.2: RECENT comes with EXISTS.
+				s.claimRecent(sel)
+				s.c.untagged("%d RECENT", sel.recentCount())
+			}
 		}
-		return nil
 	}
 	for _, c := range changes {
 		sel.modseq = max(sel.modseq, c.ModSeq)
 		switch {
 		case c.UID > last && !c.Expunged:
 			if len(gone) > 0 {
-				if err := flush(); err != nil {
-					return err
-				}
+				flush()
 			}
-			sel.uids = append(sel.uids, c.UID)
-			added = true
+			added = append(added, c.UID)
 		case !known(c.UID):
 			// Never announced, or already reported.
 		case c.Expunged && allowExpunge:
-			if added {
-				if err := flush(); err != nil {
-					return err
-				}
+			if len(added) > 0 {
+				flush()
 			}
 			gone = append(gone, c.UID)
 		case c.Expunged:
 			sel.ghosts[c.UID] = true
 		case sel.own[c.UID] == c.ModSeq:
 		default:
-			f, ok := flagsOf[c.UID]
+			m, ok := msgOf[c.UID]
 			if !ok {
 				continue // expunged since: its tombstone comes later
 			}
-			if err := flush(); err != nil {
-				return err
-			}
+			flush()
 			seq, _ := sel.seqOf(c.UID)
-			if err := w.WriteMessageFlags(seq, imap.UID(c.UID), imapFlags(f)); err != nil {
-				return err
-			}
+			s.writeFlagsFetch(seq, &m, true)
 		}
 	}
 	clear(sel.own)
-	return flush()
+	flush()
+	if len(sel.ghosts) == 0 {
+		// Every expunge up to here has been told: those bodies may go.
+		sel.pin.Advance(sel.modseq)
+	}
+	return s.c.out.maybeFlush()
+}
+
+// writeFlagsFetch sends "* seq FETCH (UID u FLAGS (...) [MODSEQ (m)])".
+func (s *session) writeFlagsFetch(seq uint32, m *backend.Message, withUID bool) {
+	s.announceKeywords(m.Flags)
+	b := s.c.buf()
+	b = append(b, "* "...)
+	b = appendNum(b, uint64(seq))
+	b = append(b, " FETCH ("...)
+	if withUID {
+		b = append(b, "UID "...)
+		b = appendNum(b, uint64(m.UID))
+		b = append(b, ' ')
+	}
+	b = append(b, "FLAGS "...)
+	b = s.appendMsgFlags(b, m)
+	if s.condstore {
+		b = append(b, " MODSEQ ("...)
+		b = appendNum(b, m.ModSeq)
+		b = append(b, ')')
+	}
+	s.c.setBuf(append(b, ")\r\n"...))
+}
+
+// appendMsgFlags writes a message's flags (and \Recent for a rev1 session
+// that holds it recent).
+func (s *session) appendMsgFlags(b []byte, m *backend.Message) []byte {
+	b = append(b, '(')
+	for i, f := range m.Flags {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, f...)
+	}
+	if !s.rev2 && s.sel != nil && s.sel.isRecent(m.UID) {
+		if len(m.Flags) > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, `\Recent`...)
+	}
+	return append(b, ')')
 }
 
 // flushGhosts sends EXPUNGE for the messages expunged meanwhile.
-func (s *session) flushGhosts(w interface{ WriteExpunge(uint32) error }) error {
+func (s *session) flushGhosts() {
 	sel := s.sel
 	gone := make([]uint32, 0, len(sel.ghosts))
 	for uid := range sel.ghosts {
 		gone = append(gone, uid)
 	}
 	clear(sel.ghosts)
-	return s.expungeKnown(w, gone)
+	s.expungeKnown(gone)
 }
 
 // expungeKnown removes uids (known to the client) from the map and sends
-// an EXPUNGE for each, in one pass.
-func (s *session) expungeKnown(w interface{ WriteExpunge(uint32) error }, uids []uint32) error {
+// an EXPUNGE for each (RFC 9051 §7.5.1), or one VANISHED (RFC 7162
+// §3.2.10) once QRESYNC is enabled, in one pass.
+func (s *session) expungeKnown(uids []uint32) {
 	if len(uids) == 0 {
-		return nil
+		return
 	}
 	sel := s.sel
 	slices.Sort(uids)
-	var seqs []uint32
+	if len(s.contexts) > 0 {
+		// Before the EXPUNGEs renumber: REMOVEFROM with the old numbers.
+		s.contextsExpunged(uids)
+	}
+	var seqs, vanished []uint32
 	kept := sel.uids[:0]
 	j := 0
 	for i, uid := range sel.uids {
@@ -341,20 +610,32 @@ func (s *session) expungeKnown(w interface{ WriteExpunge(uint32) error }, uids [
 			j++
 		}
 		if j < len(uids) && uids[j] == uid {
-			// Each EXPUNGE renumbers the messages after it (RFC 9051 §7.5.1).
+			// Each EXPUNGE renumbers the messages after it.
 			seqs = append(seqs, uint32(i+1-len(seqs)))
+			vanished = append(vanished, uid)
 			delete(sel.ghosts, uid)
 			continue
 		}
 		kept = append(kept, uid)
 	}
 	sel.uids = kept
-	for _, seq := range seqs {
-		if err := w.WriteExpunge(seq); err != nil {
-			return err
-		}
+	if len(vanished) == 0 {
+		return
 	}
-	return nil
+	if s.qresync {
+		b := s.c.buf()
+		b = append(b, "* VANISHED "...)
+		b = appendSet(b, vanished)
+		s.c.setBuf(append(b, "\r\n"...))
+		return
+	}
+	b := s.c.buf()
+	for _, seq := range seqs {
+		b = append(b, "* "...)
+		b = appendNum(b, uint64(seq))
+		b = append(b, " EXPUNGE\r\n"...)
+	}
+	s.c.setBuf(b)
 }
 
 func (sel *selected) has(uid uint32) bool {
@@ -375,76 +656,68 @@ type target struct {
 }
 
 // resolve turns a sequence or UID set (with "*" and SEARCHRES "$") into the
-// existing messages it names, in ascending order. Ghosts are left out.
-func (s *session) resolve(numSet imap.NumSet) ([]target, error) {
+// existing messages it names, in ascending order. Ghosts are included when
+// withGhosts (FETCH answers them, RFC 2180 §4.1), else left out.
+func (s *session) resolve(set numSet, uid bool) ([]target, error) {
+	return s.resolveGhosts(set, uid, false)
+}
+
+func (s *session) resolveGhosts(set numSet, uid, withGhosts bool) ([]target, error) {
 	sel := s.sel
 	n := len(sel.uids)
+	if set.saved {
+		var out []target
+		for _, u := range sel.saved {
+			if i, ok := slices.BinarySearch(sel.uids, u); ok && (withGhosts || !sel.ghosts[u]) {
+				out = append(out, target{seq: uint32(i + 1), uid: u})
+			}
+		}
+		return out, nil
+	}
 	var spans [][2]int // index ranges, inclusive
-	switch set := numSet.(type) {
-	case imap.SeqSet:
-		for _, r := range set {
+	if !uid {
+		for _, r := range set.ranges {
 			// A number beyond the last message is an error, unless the range
 			// ends in "*" ("5:*" is "*:5": RFC 9051 §9, seq-range).
-			if r.Start != 0 && r.Stop != 0 && (r.Start > uint32(n) || r.Stop > uint32(n)) {
-				return nil, bad("Invalid sequence number (there are %d messages)", n)
+			if r.start != 0 && r.stop != 0 && (r.start > uint32(n) || r.stop > uint32(n)) {
+				return nil, badf("Invalid sequence number (there are %d messages)", n)
 			}
-			start, stop := staticRange(r.Start, r.Stop, uint32(n))
-			if start >= 1 {
-				spans = append(spans, [2]int{int(start) - 1, int(stop) - 1})
-			}
-		}
-	case imap.UIDSet:
-		if imap.IsSearchRes(set) {
-			var out []target
-			for _, uid := range sel.saved {
-				if i, ok := slices.BinarySearch(sel.uids, uid); ok && !sel.ghosts[uid] {
-					out = append(out, target{seq: uint32(i + 1), uid: uid})
+			if r.start != 0 && r.start > uint32(n) && r.stop == 0 || r.stop != 0 && r.stop > uint32(n) && r.start == 0 {
+				if n == 0 {
+					continue
 				}
 			}
-			return out, nil
+			start, stop := r.bounds(uint32(n))
+			if start >= 1 {
+				spans = append(spans, [2]int{int(start) - 1, min(int(stop), n) - 1})
+			}
 		}
+	} else {
 		maxUID := uint32(0)
 		if n > 0 {
 			maxUID = sel.uids[n-1]
 		}
-		for _, r := range set {
-			start, stop := staticRange(uint32(r.Start), uint32(r.Stop), maxUID)
+		for _, r := range set.ranges {
+			start, stop := r.bounds(maxUID)
 			lo, _ := slices.BinarySearch(sel.uids, start)
 			hi := sort.Search(n, func(i int) bool { return sel.uids[i] > stop }) - 1
 			if lo <= hi {
 				spans = append(spans, [2]int{lo, hi})
 			}
 		}
-	default:
-		return nil, bad("Unsupported number set")
 	}
 	slices.SortFunc(spans, func(a, b [2]int) int { return a[0] - b[0] })
 	var out []target
 	next := 0 // first index not yet emitted
 	for _, sp := range spans {
 		for i := max(sp[0], next); i <= sp[1]; i++ {
-			if uid := sel.uids[i]; !sel.ghosts[uid] {
-				out = append(out, target{seq: uint32(i + 1), uid: uid})
+			if u := sel.uids[i]; withGhosts || !sel.ghosts[u] {
+				out = append(out, target{seq: uint32(i + 1), uid: u})
 			}
 		}
 		next = max(next, sp[1]+1)
 	}
 	return out, nil
-}
-
-// staticRange resolves "*" (0 in go-imap) to max; a range is unordered
-// (RFC 9051 §9: "4:2" is "2:4").
-func staticRange(start, stop, max uint32) (uint32, uint32) {
-	if start == 0 {
-		start = max
-	}
-	if stop == 0 {
-		stop = max
-	}
-	if start > stop {
-		start, stop = stop, start
-	}
-	return start, stop
 }
 
 func targetUIDs(ts []target) []uint32 {
@@ -457,84 +730,234 @@ func targetUIDs(ts []target) []uint32 {
 
 func (s *session) checkWritable() error {
 	if s.sel.readOnly {
-		return no(codeReadOnly, "Mailbox is read-only (EXAMINE)")
+		return nof("READ-ONLY", "Mailbox is read-only (EXAMINE)")
 	}
 	return nil
 }
 
-// Store implements imapserver.Session (RFC 9051 §6.4.6).
-func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
-	if s.sel == nil {
-		return errNotSelected
+// storeFlags checks flags from the client and converts them for the store.
+// \Recent cannot be set (RFC 9051 §2.3.2) and is dropped.
+func storeFlags(flags []string) ([]string, error) {
+	out := make([]string, 0, len(flags))
+	for _, f := range flags {
+		switch {
+		case strings.EqualFold(f, `\Recent`):
+			continue
+		case strings.HasPrefix(f, `\`):
+			sf, ok := systemFlag(f)
+			if !ok {
+				return nil, badf("Unknown system flag %s", f)
+			}
+			f = sf
+		case len(f) > 100:
+			return nil, badf("Keyword too long")
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func systemFlag(f string) (string, bool) {
+	for _, sf := range []string{backend.FlagSeen, backend.FlagAnswered, backend.FlagFlagged, backend.FlagDeleted, backend.FlagDraft} {
+		if strings.EqualFold(f, sf) {
+			return sf, true
+		}
+	}
+	return "", false
+}
+
+// cmdStore implements STORE and UID STORE (RFC 9051 §6.4.6) with
+// UNCHANGEDSINCE (RFC 7162 §3.1.3).
+func cmdStore(s *session, p *parser) error {
+	uid := strings.HasPrefix(s.cmd, "UID ")
+	if err := p.sp(); err != nil {
+		return err
+	}
+	set, err := p.seqSet()
+	if err != nil {
+		return err
+	}
+	if err := p.sp(); err != nil {
+		return err
+	}
+	var unchangedSince uint64
+	hasUnchanged := false
+	if p.peek() == '(' {
+		err := p.list(func() error {
+			kw, err := p.keyword()
+			if err != nil {
+				return err
+			}
+			if kw != "UNCHANGEDSINCE" {
+				return badf("Unknown STORE modifier %s", kw)
+			}
+			if err := p.sp(); err != nil {
+				return err
+			}
+			unchangedSince, err = p.number64()
+			hasUnchanged = true
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if err := p.sp(); err != nil {
+			return err
+		}
+	}
+	item, err := p.keyword()
+	if err != nil {
+		return err
+	}
+	op := backend.FlagsSet
+	switch {
+	case strings.HasPrefix(item, "+"):
+		op, item = backend.FlagsAdd, item[1:]
+	case strings.HasPrefix(item, "-"):
+		op, item = backend.FlagsRemove, item[1:]
+	}
+	silent := false
+	switch item {
+	case "FLAGS":
+	case "FLAGS.SILENT":
+		silent = true
+	default:
+		return badf("Unknown STORE item %s", item)
+	}
+	if err := p.sp(); err != nil {
+		return err
+	}
+	raw, err := p.flagList(true)
+	if err != nil {
+		return err
+	}
+	if err := p.end(); err != nil {
+		return err
 	}
 	if err := s.checkWritable(); err != nil {
 		return err
 	}
-	fl, err := storeFlags(flags.Flags)
+	fl, err := storeFlags(raw)
 	if err != nil {
 		return err
 	}
-	ts, err := s.resolve(numSet)
+	if hasUnchanged {
+		s.enableCondstore()
+	}
+	ts, err := s.resolve(set, uid)
 	if err != nil {
 		return err
 	}
 	if len(ts) == 0 {
 		return nil
 	}
-	op := backend.FlagsSet
-	switch flags.Op {
-	case imap.StoreFlagsAdd:
-		op = backend.FlagsAdd
-	case imap.StoreFlagsDel:
-		op = backend.FlagsRemove
-	}
 	uids := targetUIDs(ts)
-	updated, _, err := s.user.StoreFlags(s.sel.id, uids, op, fl, 0)
-	if err != nil {
-		return s.mapErr("store", err, false)
+	// UNCHANGEDSINCE 0 fails every message (RFC 7162 §3.1.3); the store
+	// treats 0 as "none", so ask for the impossible modseq instead.
+	since := unchangedSince
+	if hasUnchanged && since == 0 {
+		since = 0
+	}
+	var updated []backend.Message
+	var modified []uint32
+	if hasUnchanged && unchangedSince == 0 {
+		modified = uids
+	} else {
+		updated, modified, err = s.user.StoreFlags(s.sel.id, uids, op, fl, since)
+		if err != nil {
+			return s.mapErr("store", err, false)
+		}
 	}
 	for _, m := range updated {
 		s.sel.own[m.UID] = m.ModSeq
 	}
-	if flags.Silent {
-		return nil
-	}
-	// Every addressed message gets its flags, changed or not.
-	msgs, err := s.user.MessagesByUID(s.sel.id, uids)
-	if err != nil {
-		return s.mapErr("store", err, false)
-	}
-	for _, m := range msgs {
-		seq, ok := s.sel.seqOf(m.UID)
-		if !ok {
-			continue
+	// Every addressed message gets its flags, changed or not; with
+	// .SILENT, a CONDSTORE client still learns the new modseqs (RFC 7162
+	// §3.1.3).
+	var report []uint32
+	switch {
+	case !silent:
+		report = uids
+	case s.condstore:
+		for _, m := range updated {
+			report = append(report, m.UID)
 		}
-		rw := w.CreateMessage(seq)
-		rw.WriteUID(imap.UID(m.UID))
-		rw.WriteFlags(imapFlags(m.Flags))
-		if err := rw.Close(); err != nil {
-			return err
+	}
+	if len(modified) > 0 {
+		skip := make(map[uint32]bool, len(modified))
+		for _, u := range modified {
+			skip[u] = true
 		}
+		kept := report[:0:0]
+		for _, u := range report {
+			if !skip[u] {
+				kept = append(kept, u)
+			}
+		}
+		report = kept
+	}
+	if len(report) > 0 {
+		msgs, err := s.user.MessagesByUID(s.sel.id, report)
+		if err != nil {
+			return s.mapErr("store", err, false)
+		}
+		for i := range msgs {
+			seq, ok := s.sel.seqOf(msgs[i].UID)
+			if !ok {
+				continue
+			}
+			if silent {
+				b := s.c.buf()
+				b = fmt.Appendf(b, "* %d FETCH (", seq)
+				if uid {
+					b = fmt.Appendf(b, "UID %d ", msgs[i].UID)
+				}
+				b = fmt.Appendf(b, "MODSEQ (%d))\r\n", msgs[i].ModSeq)
+				s.c.setBuf(b)
+				continue
+			}
+			s.writeFlagsFetch(seq, &msgs[i], true)
+			if err := s.c.out.maybeFlush(); err != nil {
+				return err
+			}
+		}
+	}
+	if len(modified) > 0 {
+		var nums []uint32
+		for _, u := range modified {
+			if uid {
+				nums = append(nums, u)
+			} else if seq, ok := s.sel.seqOf(u); ok {
+				nums = append(nums, seq)
+			}
+		}
+		return okf("MODIFIED "+formatSet(sortedSet(nums)), "Conditional STORE failed for some messages")
 	}
 	return nil
 }
 
-// Expunge implements imapserver.Session: EXPUNGE, UID EXPUNGE (RFC 4315)
-// and CLOSE's silent expunge.
-func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
-	if s.sel == nil {
-		return errNotSelected
-	}
-	if s.sel.readOnly {
-		if s.w.command() == "CLOSE" {
-			// CLOSE on a read-only mailbox expunges nothing (RFC 9051 §6.4.1).
-			return nil
-		}
-		return s.checkWritable()
-	}
+// cmdExpunge implements EXPUNGE and UID EXPUNGE (RFC 4315).
+func cmdExpunge(s *session, p *parser) error {
 	var only []uint32
-	if uids != nil {
-		ts, err := s.resolve(*uids)
+	var set numSet
+	uid := s.cmd == "UID EXPUNGE"
+	if uid {
+		if err := p.sp(); err != nil {
+			return err
+		}
+		var err error
+		if set, err = p.seqSet(); err != nil {
+			return err
+		}
+	}
+	if err := p.end(); err != nil {
+		return err
+	}
+	if err := s.checkWritable(); err != nil {
+		return err
+	}
+	if uid {
+		ts, err := s.resolve(set, true)
 		if err != nil {
 			return err
 		}
@@ -549,69 +972,76 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	}
 	// Messages the client does not know yet are not announced at all.
 	known := gone[:0]
-	for _, uid := range gone {
-		if s.sel.has(uid) {
-			known = append(known, uid)
+	for _, u := range gone {
+		if s.sel.has(u) {
+			known = append(known, u)
 		}
 	}
-	for uid := range s.sel.ghosts {
-		known = append(known, uid)
+	for u := range s.sel.ghosts {
+		known = append(known, u)
 	}
 	clear(s.sel.ghosts)
-	return s.expungeKnown(w, known)
+	s.expungeKnown(known)
+	if s.condstore {
+		if mb, err := s.user.MailboxByID(s.sel.id); err == nil {
+			return okf(fmt.Sprintf("HIGHESTMODSEQ %d", max(mb.HighestModSeq, 1)), "Expunged")
+		}
+	}
+	return nil
 }
 
-// Copy implements imapserver.Session (RFC 9051 §6.4.7, UIDPLUS COPYUID).
-func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
-	if s.sel == nil {
-		return nil, errNotSelected
-	}
-	ts, err := s.resolve(numSet)
-	if err != nil {
-		return nil, err
-	}
-	res, err := s.user.Copy(s.sel.id, targetUIDs(ts), dest, false)
-	if err != nil {
-		return nil, s.mapErr("copy", err, true)
-	}
-	return copyData(res), nil
-}
-
-func copyData(res backend.CopyResult) *imap.CopyData {
-	if len(res.DestUIDs) == 0 {
-		return nil
-	}
-	var src, dst imap.UIDSet
-	for i := range res.SourceUIDs {
-		src.AddNum(imap.UID(res.SourceUIDs[i]))
-		dst.AddNum(imap.UID(res.DestUIDs[i]))
-	}
-	return &imap.CopyData{UIDValidity: res.UIDValidity, SourceUIDs: src, DestUIDs: dst}
-}
-
-// Move implements imapserver.SessionMove (RFC 6851): atomic in the store.
-func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
-	if s.sel == nil {
-		return errNotSelected
-	}
-	if err := s.checkWritable(); err != nil {
+// cmdCopy implements COPY, MOVE (RFC 6851) and their UID forms (UIDPLUS
+// COPYUID, RFC 4315).
+func cmdCopy(s *session, p *parser) error {
+	uid := strings.HasPrefix(s.cmd, "UID ")
+	move := strings.HasSuffix(s.cmd, "MOVE")
+	if err := p.sp(); err != nil {
 		return err
 	}
-	if mb, err := s.user.Mailbox(dest); err == nil && mb.ID == s.sel.id {
-		return no(imap.ResponseCodeCannot, "Source and destination are the same mailbox")
-	}
-	ts, err := s.resolve(numSet)
+	set, err := p.seqSet()
 	if err != nil {
 		return err
 	}
-	res, err := s.user.Copy(s.sel.id, targetUIDs(ts), dest, true)
-	if err != nil {
-		return s.mapErr("move", err, true)
+	if err := p.sp(); err != nil {
+		return err
 	}
-	if data := copyData(res); data != nil {
-		if err := w.WriteCopyData(data); err != nil {
+	dest, err := p.mailbox()
+	if err != nil {
+		return err
+	}
+	if err := p.end(); err != nil {
+		return err
+	}
+	if move {
+		if err := s.checkWritable(); err != nil {
 			return err
 		}
 	}
-	return s.expungeKnown(w, res.SourceUIDs)
+	ts, err := s.resolve(set, uid)
+	if err != nil {
+		return err
+	}
+	if len(ts) == 0 {
+		return nil
+	}
+	res, err := s.user.Copy(s.sel.id, targetUIDs(ts), dest, move)
+	if err != nil {
+		return s.mapErr(strings.ToLower(s.cmd), err, true)
+	}
+	code := ""
+	if len(res.DestUIDs) > 0 {
+		code = fmt.Sprintf("COPYUID %d %s %s", res.UIDValidity, formatSet(res.SourceUIDs), formatSet(res.DestUIDs))
+	}
+	if !move {
+		if code == "" {
+			return nil
+		}
+		return okf(code, "COPY completed")
+	}
+	if code != "" {
+		// RFC 6851 §4.3: COPYUID in an untagged OK before the expunges.
+		s.c.untagged("OK [%s] Moved", code)
+	}
+	s.expungeKnown(slices.Clone(res.SourceUIDs))
+	return nil
 }

@@ -2,162 +2,465 @@ package imapd
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-sasl"
 
 	"github.com/roostmail/roost/backend"
 	"github.com/roostmail/roost/internal/netlimit"
 )
 
-// session adapts one imapserver connection to the backend. imapserver calls
-// its methods from the connection's goroutine one at a time, except Idle,
-// which runs in a goroutine of its own while the connection waits for DONE,
-// and Close, which may come while an Idle still runs.
-type session struct {
-	srv  *Server
-	w    *wire
-	conn *imapserver.Conn
-	view *view
-	log  *slog.Logger
-	ctx  context.Context
+// sessState is the connection state of RFC 9051 §3.
+type sessState int
 
-	cancel context.CancelFunc
-	user   *backend.User
-	sel    *selected // nil unless a mailbox is selected
-
-	syncMu sync.Mutex // serialises sync
-
-	mu       sync.Mutex
-	closed   bool
-	quit     chan struct{}
-	idleDone chan struct{}
-}
-
-var (
-	_ imapserver.SessionIMAP4rev2   = (*session)(nil)
-	_ imapserver.SessionAppendLimit = (*session)(nil)
-)
-
-// Response codes go-imap does not name.
 const (
-	codeReadOnly imap.ResponseCode = "READ-ONLY"
-	codeUseAttr  imap.ResponseCode = "USEATTR"
+	stateNotAuth sessState = 1 << iota
+	stateAuth
+	stateSelected
+	stateLogout
+
+	anyState     = stateNotAuth | stateAuth | stateSelected
+	authOrSelect = stateAuth | stateSelected
 )
 
-func newSession(s *Server, w *wire, c *imapserver.Conn) *session {
+// session is the protocol state of one connection. Only the connection's
+// goroutine touches it (IDLE's reader hands its line over a channel).
+type session struct {
+	c   *conn
+	srv *Server
+	log *slog.Logger
+
+	// ctx is cancelled when the connection ends, so that the backend stops
+	// work for a client that has gone.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	state sessState
+	user  *backend.User
+	sel   *selected
+	// Enabled extensions (RFC 5161 ENABLE, and CONDSTORE by its use).
+	rev2, utf8Accept, condstore, qresync bool
+
+	tag, cmd string // the command being run
+	badRun   int    // BAD responses in a row
+	goneStop chan struct{}
+	idleRead chan lineResult // an IDLE's reader, still reading
+	contexts []*searchContext
+}
+
+func newSession(c *conn) *session {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &session{
-		srv:    s,
-		w:      w,
-		conn:   c,
-		view:   w.view,
-		log:    w.log,
-		ctx:    ctx,
-		cancel: cancel,
-		quit:   make(chan struct{}),
+	s := &session{c: c, srv: c.srv, log: c.log, ctx: ctx, cancel: cancel, state: stateNotAuth}
+	c.sessCancel = cancel
+	return s
+}
+
+// utf8Names reports whether mailbox names are exchanged in UTF-8 (RFC 6855
+// UTF8=ACCEPT, and IMAP4rev2, RFC 9051 §5.1) rather than modified UTF-7.
+func (s *session) utf8Names() bool { return s.utf8Accept || s.rev2 }
+
+// run serves the connection until it ends.
+func (s *session) run() {
+	defer s.end()
+	c := s.c
+	c.untagged("OK [CAPABILITY %s] Roost IMAP4rev2 ready", s.capabilities())
+	if c.out.flush() != nil {
+		return
+	}
+	for {
+		if err := s.serveCommand(); err != nil {
+			if !errors.Is(err, errCloseConn) && !isNetClosed(err) {
+				s.log.Debug("connection ends", "err", err)
+			}
+			return
+		}
 	}
 }
 
-func no(code imap.ResponseCode, format string, args ...any) *imap.Error {
-	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: code, Text: fmt.Sprintf(format, args...)}
+func isNetClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "closed") || strings.Contains(err.Error(), "reset")
 }
 
-func bad(format string, args ...any) *imap.Error {
-	return &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug, Text: fmt.Sprintf(format, args...)}
-}
-
-var errNotSelected = bad("No mailbox selected")
-
-// mapErr turns a backend error into the protocol's answer. tryCreate marks
-// a missing destination of COPY, MOVE or APPEND (RFC 9051 §7.1: TRYCREATE).
-func (s *session) mapErr(op string, err error, tryCreate bool) error {
-	var imapErr *imap.Error
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &imapErr):
-		return err
-	case errors.Is(err, backend.ErrNoSuchMailbox) && tryCreate:
-		return no(imap.ResponseCodeTryCreate, "No such mailbox")
-	case errors.Is(err, backend.ErrNoSuchMailbox):
-		return no(imap.ResponseCodeNonExistent, "No such mailbox")
-	case errors.Is(err, backend.ErrMailboxExists):
-		return no(imap.ResponseCodeAlreadyExists, "Mailbox already exists")
-	case errors.Is(err, backend.ErrInvalidMailbox):
-		return no(imap.ResponseCodeCannot, "%s", capitalise(err.Error()))
-	case errors.Is(err, backend.ErrCannotDeleteInbox):
-		return no(imap.ResponseCodeCannot, "INBOX cannot be deleted")
-	case errors.Is(err, backend.ErrOverQuota):
-		return no(imap.ResponseCodeOverQuota, "Quota exceeded")
-	case errors.Is(err, backend.ErrTooBig):
-		return no(imap.ResponseCodeTooBig, "Message too big (limit %d bytes)", s.srv.opts.AppendLimit)
-	case errors.Is(err, context.Canceled):
-		return no(imap.ResponseCodeUnavailable, "Server shutting down")
-	}
-	s.log.Error(op+" failed", "err", err)
-	return no(imap.ResponseCodeServerBug, "Internal error")
-}
-
-func capitalise(s string) string {
-	if s == "" {
-		return s
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
-}
-
-// Close implements imapserver.Session. It runs once, when the connection
-// ends.
-func (s *session) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	close(s.quit)
-	idle := s.idleDone
-	s.mu.Unlock()
+// end releases what the session holds, once.
+func (s *session) end() {
 	s.cancel()
-	if idle != nil {
-		<-idle
+	if s.idleRead != nil {
+		s.c.raw.Close()
+		<-s.idleRead
+		s.idleRead = nil
 	}
 	if s.sel != nil {
 		s.sel.close()
 		s.sel = nil
 	}
-	close(s.view.sessDone)
+	if s.goneStop != nil {
+		close(s.goneStop)
+	}
+	if s.user != nil {
+		s.user.Release()
+		s.user = nil
+	}
+	s.log.Debug("disconnected")
+}
+
+// readFailed turns a failed wait for a command into the right goodbye.
+func (s *session) readFailed(err error) error {
+	switch {
+	case errors.Is(err, errGone):
+		s.log.Info("account deleted; closing session")
+		s.c.bye("Account deleted")
+	case errors.Is(err, errStopping):
+		s.c.bye("Server shutting down")
+	case isTimeout(err) && s.state == stateNotAuth:
+		s.log.Info("login timeout")
+		s.c.bye("Login timeout")
+	case isTimeout(err):
+		s.log.Info("idle timeout")
+		s.c.bye("Autologout; idle for too long")
+	}
+	return errCloseConn
+}
+
+// serveCommand reads and runs one command.
+func (s *session) serveCommand() error {
+	c := s.c
+	if err := c.out.flush(); err != nil {
+		return err
+	}
+	c.out.release()
+	if cap(c.lineBuf) > 64<<10 {
+		c.lineBuf = nil
+	}
+	c.setPhase(phaseWait)
+	if c.stopping.Load() {
+		return s.readFailed(errStopping)
+	}
+	// Wait for the first byte as "waiting for a command"; the rest of the
+	// line is bounded by command_timeout.
+	if len(c.in.buffered()) == 0 {
+		if err := c.in.fill(); err != nil {
+			return s.readFailed(err)
+		}
+	}
+	c.setPhase(phaseCommand)
+	limit := s.srv.opts.MaxLineLength
+	line, err := c.in.readLine(c.lineBuf[:0], limit)
+	c.lineBuf = line[:0]
+	p := &parser{c: c, line: line, used: len(line) + 2, limit: limit, utf8: s.utf8Names(), lit: parseLitHeader(line)}
+	tooLong := err == errLineTooLong
+	if err != nil && !tooLong {
+		return s.commandReadFailed(err, line)
+	}
+	if !tooLong {
+		s.srv.debug(c.id, "C:", line)
+	}
+	if len(line) == 0 {
+		return nil // a blank line between commands
+	}
+	tag, name := splitTag(line)
+	s.tag, s.cmd = tag, name
+	if tooLong {
+		p.setTooLong()
+		return s.finish(p, tag, badf("Command line too long (limit %d octets)", limit), false)
+	}
+	if !validTag(tag) {
+		p.pos = len(p.line)
+		return s.finish(p, "*", badf("Invalid tag"), false)
+	}
+	p.pos = len(tag)
+	if !p.consume(' ') {
+		return s.finish(p, tag, badf("Missing command"), false)
+	}
+	word, err := p.atom()
+	if err != nil {
+		return s.finish(p, tag, err, false)
+	}
+	name = strings.ToUpper(word)
+	uid := false
+	if name == "UID" {
+		uid = true
+		if err := p.sp(); err != nil {
+			return s.finish(p, tag, err, false)
+		}
+		if word, err = p.atom(); err != nil {
+			return s.finish(p, tag, err, false)
+		}
+		name = "UID " + strings.ToUpper(word)
+	}
+	s.cmd = name
+	cmd, ok := commands[name]
+	if !ok {
+		return s.finish(p, tag, badf("Unknown command %s", truncate(name, 40)), false)
+	}
+	if s.state&cmd.states == 0 {
+		return s.finish(p, tag, s.wrongState(cmd.states), false)
+	}
+	_ = uid
+	err = cmd.run(s, p)
+	return s.finish(p, tag, err, cmd.noExpunge)
+}
+
+// backendWork runs fn, a command's long call into the backend, with its
+// context cancelled if the client goes away meanwhile.
+func (s *session) backendWork(fn func() error) error {
+	stop := s.c.watchClose(s.cancel)
+	err := fn()
+	stop()
+	if s.ctx.Err() != nil && err != nil {
+		return errCloseConn
+	}
+	return err
+}
+
+func (s *session) wrongState(allowed sessState) error {
+	switch {
+	case s.state == stateNotAuth && allowed&stateNotAuth == 0:
+		return badf("Log in first")
+	case allowed == stateSelected:
+		return badf("No mailbox selected")
+	case allowed == stateNotAuth:
+		return badf("Already logged in")
+	}
+	return badf("Command not valid in this state")
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// commandReadFailed handles a read error inside a command.
+func (s *session) commandReadFailed(err error, partial []byte) error {
+	if isTimeout(err) {
+		tag, _ := splitTag(partial)
+		if !validTag(tag) {
+			tag = "*"
+		}
+		s.log.Info("timeout waiting for the rest of a command")
+		s.c.writeStatus(tag, badf("Timeout waiting for the rest of the command"))
+		s.c.bye("Command timeout")
+		return errCloseConn
+	}
+	if errors.Is(err, errGone) || errors.Is(err, errStopping) {
+		return s.readFailed(err)
+	}
+	return err
+}
+
+// finish completes a command: what is left of it is skipped, pending
+// updates go out, then the tagged response.
+func (s *session) finish(p *parser, tag string, err error, noExpunge bool) error {
+	var st *status
+	switch {
+	case err == nil:
+		st = &status{typ: "OK", text: commandDone(s.cmd)}
+	case errors.As(err, &st):
+	case errors.Is(err, errCloseConn):
+		return err
+	case isTimeout(err):
+		return s.commandReadFailed(err, nil)
+	case errors.Is(err, errGone), errors.Is(err, errStopping):
+		return s.readFailed(err)
+	default:
+		return err
+	}
+	if st.typ != "OK" || p.stream != nil || !p.atEOL() || p.lit.ok {
+		if serr := p.skipRest(); serr != nil {
+			if errors.Is(serr, errDrainTooLarge) {
+				s.c.writeStatus(tag, st)
+				s.c.bye("Literal too large")
+				return errCloseConn
+			} else if isStatus(serr) {
+				// The command's tail was too long too: it is skipped all
+				// the same.
+			} else if errors.Is(serr, errCloseConn) {
+				return serr
+			} else {
+				return s.commandReadFailed(serr, nil)
+			}
+		}
+	}
+	if st == errAnswered {
+		return nil
+	}
+	if st.typ == "BAD" {
+		s.badRun++
+	} else {
+		s.badRun = 0
+	}
+	if s.state == stateLogout {
+		s.c.writeStatus(tag, st)
+		s.c.out.flush()
+		return errCloseConn
+	}
+	if s.sel != nil {
+		if err := s.sync(!noExpunge); err != nil {
+			if errors.Is(err, errCloseConn) {
+				return err
+			}
+			s.log.Warn("sync failed", "err", err)
+		}
+		if len(s.contexts) > 0 {
+			s.updateContexts()
+		}
+	}
+	s.c.writeStatus(tag, st)
+	if max := s.srv.opts.MaxBadCommands; s.badRun >= max {
+		s.log.Info("too many invalid commands in a row; closing", "limit", max)
+		s.c.bye("Too many invalid commands")
+		return errCloseConn
+	}
+	if s.c.byeSent {
+		return errCloseConn
+	}
+	return s.c.out.flush()
+}
+
+func commandDone(name string) string {
+	if name == "" {
+		return "Completed"
+	}
+	return name + " completed"
+}
+
+// splitTag returns the tag and the rest of a command line.
+func splitTag(line []byte) (tag, rest string) {
+	i := indexByte(line, ' ')
+	if i < 0 {
+		return string(line), ""
+	}
+	return string(line[:i]), string(line[i+1:])
+}
+
+// validTag reports a tag (RFC 9051 §9: 1*<any ASTRING-CHAR except "+">).
+func validTag(tag string) bool {
+	if tag == "" {
+		return false
+	}
+	for i := 0; i < len(tag); i++ {
+		if c := tag[i]; !isAstringChar(c) || c == '+' {
+			return false
+		}
+	}
+	return true
+}
+
+// Commands valid in any state.
+
+func cmdCapability(s *session, p *parser) error {
+	if err := p.end(); err != nil {
+		return err
+	}
+	s.c.untagged("CAPABILITY %s", s.capabilities())
 	return nil
 }
 
-// Login implements imapserver.Session (LOGIN, and AUTHENTICATE PLAIN through
-// imapserver's SASL PLAIN server).
-func (s *session) Login(username, password string) error {
-	if !s.srv.opts.Plaintext.Allowed(s.w.isTLS, s.w.raw.RemoteAddr()) {
-		// imapserver refuses first (LOGINDISABLED); this is a second lock.
-		return no(imap.ResponseCodePrivacyRequired, "Use TLS to log in")
+func cmdNoop(s *session, p *parser) error { return p.end() }
+
+func cmdLogout(s *session, p *parser) error {
+	if err := p.end(); err != nil {
+		return err
 	}
-	u, err := s.srv.opts.Backend.Login(s.ctx, username, password, netlimit.RemoteIP(s.w.raw))
+	s.c.untagged("BYE Logging out")
+	s.c.byeSent = true
+	s.state = stateLogout
+	return nil
+}
+
+// Not authenticated state.
+
+func cmdStartTLS(s *session, p *parser) error {
+	if err := p.end(); err != nil {
+		return err
+	}
+	c := s.c
+	if c.isTLS || s.srv.opts.TLSConfig == nil {
+		return badf("TLS is not available here")
+	}
+	c.writeStatus(s.tag, okf("", "Begin TLS negotiation now"))
+	if err := c.out.flush(); err != nil {
+		return err
+	}
+	early := append([]byte(nil), c.in.buffered()...)
+	if err := c.handshake(early); err != nil {
+		s.log.Info("STARTTLS handshake failed", "err", err)
+		return errCloseConn
+	}
+	// The tagged OK has gone out; nothing more for this command.
+	return errAnswered
+}
+
+func (s *session) plaintextAllowed() bool {
+	return s.srv.opts.Plaintext.Allowed(s.c.isTLS, s.c.raw.RemoteAddr())
+}
+
+func cmdLogin(s *session, p *parser) error {
+	if err := p.sp(); err != nil {
+		return err
+	}
+	user, err := p.astring()
+	if err != nil {
+		return err
+	}
+	if err := p.sp(); err != nil {
+		return err
+	}
+	pass, err := p.astring()
+	if err != nil {
+		return err
+	}
+	if err := p.end(); err != nil {
+		return err
+	}
+	if !s.plaintextAllowed() {
+		return nof("PRIVACYREQUIRED", "Use TLS to log in (STARTTLS)")
+	}
+	return s.login(user, pass)
+}
+
+func (s *session) login(username, password string) error {
+	u, err := s.srv.opts.Backend.Login(s.ctx, username, password, netlimit.RemoteIP(s.c.raw))
 	if err != nil {
 		s.log.Info("login failed", "user", username, "err", err)
 		s.delayFailure()
-		if errors.Is(err, backend.ErrAuthLocked) {
-			return no(imap.ResponseCodeUnavailable, "Too many failed logins; try again later")
-		}
-		if errors.Is(err, backend.ErrAuthFailed) {
-			return no(imap.ResponseCodeAuthenticationFailed, "Invalid credentials")
+		switch {
+		case errors.Is(err, backend.ErrAuthLocked):
+			return nof("UNAVAILABLE", "Too many failed logins; try again later")
+		case errors.Is(err, backend.ErrAuthFailed):
+			return nof("AUTHENTICATIONFAILED", "Invalid credentials")
 		}
 		return s.mapErr("login", err, false)
 	}
 	s.user = u
-	s.w.authenticated.Store(true)
+	s.state = stateAuth
+	s.c.authenticated.Store(true)
 	s.log = s.log.With("user", u.Address())
-	s.log.Info("logged in", "tls", s.w.isTLS)
-	return nil
+	s.c.log = s.log
+	s.log.Info("logged in", "tls", s.c.isTLS)
+	s.watchGone()
+	return okf("CAPABILITY "+s.capabilities(), "Logged in")
+}
+
+// watchGone ends the session when the account is deleted.
+func (s *session) watchGone() {
+	stop := make(chan struct{})
+	s.goneStop = stop
+	gone, c := s.user.Gone(), s.c
+	go func() {
+		select {
+		case <-gone:
+			c.accountGone()
+		case <-stop:
+		}
+	}()
 }
 
 // delayFailure slows password guessing (AuthFailureDelay), but not
@@ -172,363 +475,163 @@ func (s *session) delayFailure() {
 	select {
 	case <-t.C:
 	case <-s.srv.conns.Done():
-	case <-s.quit:
 	}
 }
 
-// AppendLimit implements imapserver.SessionAppendLimit (RFC 7889).
-func (s *session) AppendLimit() uint32 { return uint32(s.srv.opts.AppendLimit) }
-
-// Namespace implements imapserver.SessionNamespace (RFC 2342): one personal
-// namespace, no prefix, "/" separator.
-func (s *session) Namespace() (*imap.NamespaceData, error) {
-	return &imap.NamespaceData{Personal: []imap.NamespaceDescriptor{{Prefix: "", Delim: '/'}}}, nil
-}
-
-// Create implements imapserver.Session (RFC 9051 §6.3.4, RFC 6154 §3).
-func (s *session) Create(name string, options *imap.CreateOptions) error {
-	use := ""
-	switch len(options.SpecialUse) {
-	case 0:
-	case 1:
-		use = string(options.SpecialUse[0])
-		if !knownSpecialUse(use) {
-			return no(codeUseAttr, "Unsupported special-use attribute %s", use)
-		}
-	default:
-		return no(codeUseAttr, "Only one special-use attribute per mailbox")
-	}
-	n, err := backend.NormalizeMailboxName(name)
-	if err != nil {
-		return s.mapErr("create", err, false)
-	}
-	// The server SHOULD create the superior names that are needed (RFC 9051
-	// §6.3.4).
-	if err := s.createParents(n); err != nil {
+// cmdAuthenticate implements AUTHENTICATE (RFC 9051 §6.2.2) with SASL-IR
+// (RFC 4959): PLAIN (RFC 4616, go-sasl's server) and LOGIN (the
+// draft-murchison-sasl-login exchange Outlook and old clients use; go-sasl
+// has only its client side).
+func cmdAuthenticate(s *session, p *parser) error {
+	if err := p.sp(); err != nil {
 		return err
 	}
-	if err := s.user.CreateMailbox(n, use); err != nil {
-		return s.mapErr("create", err, false)
-	}
-	s.log.Info("mailbox created", "mailbox", n, "special_use", use)
-	return nil
-}
-
-func knownSpecialUse(a string) bool {
-	switch imap.MailboxAttr(a) {
-	case imap.MailboxAttrAll, imap.MailboxAttrArchive, imap.MailboxAttrDrafts, imap.MailboxAttrFlagged,
-		imap.MailboxAttrJunk, imap.MailboxAttrSent, imap.MailboxAttrTrash:
-		return true
-	}
-	return false
-}
-
-func (s *session) createParents(name string) error {
-	parts := strings.Split(name, backend.Separator)
-	for i := 1; i < len(parts); i++ {
-		parent := strings.Join(parts[:i], backend.Separator)
-		if err := s.user.CreateMailbox(parent, ""); err != nil && !errors.Is(err, backend.ErrMailboxExists) {
-			return s.mapErr("create", err, false)
-		}
-	}
-	return nil
-}
-
-// Delete implements imapserver.Session (RFC 9051 §6.3.5). Children stay.
-func (s *session) Delete(name string) error {
-	if err := s.user.DeleteMailbox(name); err != nil {
-		return s.mapErr("delete", err, false)
-	}
-	s.log.Info("mailbox deleted", "mailbox", name)
-	return nil
-}
-
-// Rename implements imapserver.Session (RFC 9051 §6.3.6): children move
-// along; renaming INBOX moves its messages to the new name.
-func (s *session) Rename(name, newName string, options *imap.RenameOptions) error {
-	to, err := backend.NormalizeMailboxName(newName)
+	mech, err := p.atom()
 	if err != nil {
-		return s.mapErr("rename", err, false)
-	}
-	if _, err := s.user.Mailbox(name); err != nil {
-		return s.mapErr("rename", err, false)
-	}
-	if _, err := s.user.Mailbox(to); err == nil {
-		return no(imap.ResponseCodeAlreadyExists, "Mailbox already exists")
-	}
-	if err := s.createParents(to); err != nil {
 		return err
 	}
-	if err := s.user.RenameMailbox(name, to); err != nil {
-		return s.mapErr("rename", err, false)
+	mech = strings.ToUpper(mech)
+	var ir []byte
+	hasIR := false
+	if p.consume(' ') {
+		a, err := p.atom()
+		if err != nil {
+			return err
+		}
+		hasIR = true
+		if a != "=" {
+			if ir, err = base64.StdEncoding.DecodeString(a); err != nil {
+				return badf("Invalid base64 in the initial response")
+			}
+		}
 	}
-	s.log.Info("mailbox renamed", "from", name, "to", to)
-	return nil
+	if err := p.end(); err != nil {
+		return err
+	}
+	if mech != "PLAIN" && mech != "LOGIN" {
+		return nof("", "Unsupported authentication mechanism")
+	}
+	if !s.plaintextAllowed() {
+		return nof("PRIVACYREQUIRED", "Use TLS to log in (STARTTLS)")
+	}
+	var username, password string
+	switch mech {
+	case "PLAIN":
+		resp := ir
+		if !hasIR {
+			if resp, err = s.saslStep(""); err != nil {
+				return err
+			}
+		}
+		var authErr error
+		srv := sasl.NewPlainServer(func(identity, user, pass string) error {
+			if identity != "" && identity != user {
+				return errors.New("authorization identity must be empty or the user")
+			}
+			username, password = user, pass
+			return nil
+		})
+		if _, _, authErr = srv.Next(resp); authErr != nil {
+			return badf("Invalid PLAIN response")
+		}
+	case "LOGIN":
+		u := ir
+		if !hasIR {
+			if u, err = s.saslStep("VXNlcm5hbWU6"); err != nil { // "Username:"
+				return err
+			}
+		}
+		pw, err := s.saslStep("UGFzc3dvcmQ6") // "Password:"
+		if err != nil {
+			return err
+		}
+		username, password = string(u), string(pw)
+	}
+	return s.login(username, password)
 }
 
-// Subscribe implements imapserver.Session.
-func (s *session) Subscribe(name string) error {
-	return s.mapErr("subscribe", s.user.Subscribe(name, true), false)
-}
-
-// Unsubscribe implements imapserver.Session.
-func (s *session) Unsubscribe(name string) error {
-	return s.mapErr("unsubscribe", s.user.Subscribe(name, false), false)
-}
-
-// Status implements imapserver.Session from the mailbox's counters, in
-// O(1) of its size (RFC 9051 §6.3.11, RFC 8438 STATUS=SIZE).
-func (s *session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
-	mb, err := s.user.Mailbox(name)
-	if err != nil {
-		return nil, s.mapErr("status", err, false)
+// saslStep sends a challenge and reads the client's base64 response line
+// (bounded by max_line_length; "*" cancels, RFC 9051 §6.2.2).
+func (s *session) saslStep(challenge string) ([]byte, error) {
+	c := s.c
+	if err := c.continuation(challenge); err != nil {
+		return nil, err
 	}
-	return s.statusData(mb, options), nil
-}
-
-func (s *session) statusData(mb backend.Mailbox, options *imap.StatusOptions) *imap.StatusData {
-	d := &imap.StatusData{Mailbox: mb.Name, UIDNext: imap.UID(mb.UIDNext), UIDValidity: mb.UIDValidity}
-	messages, unseen, deleted, size := mb.Messages, mb.Unseen, mb.Deleted, mb.Size
-	var zero uint32
-	var zero64 int64
-	limit := s.AppendLimit()
-	if options.NumMessages {
-		d.NumMessages = &messages
+	line, err := c.in.readLine(c.lineBuf[:0], s.srv.opts.MaxLineLength)
+	c.lineBuf = line[:0]
+	if err == errLineTooLong {
+		return nil, badf("Authentication response too long")
 	}
-	if options.NumUnseen {
-		d.NumUnseen = &unseen
-	}
-	if options.NumDeleted {
-		d.NumDeleted = &deleted
-	}
-	if options.Size {
-		d.Size = &size
-	}
-	if options.NumRecent {
-		d.NumRecent = &zero // no \Recent (RFC 9051 Appendix E)
-	}
-	if options.AppendLimit {
-		d.AppendLimit = &limit
-	}
-	if options.DeletedStorage {
-		d.DeletedStorage = &zero64
-	}
-	return d
-}
-
-// Append implements imapserver.Session (RFC 9051 §6.3.12, UIDPLUS
-// APPENDUID). The literal streams into the backend's spool.
-func (s *session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
-	if r.Size() > s.srv.opts.AppendLimit {
-		return nil, no(imap.ResponseCodeTooBig, "Message too big (limit %d bytes)", s.srv.opts.AppendLimit)
-	}
-	flags, err := storeFlags(options.Flags)
 	if err != nil {
 		return nil, err
 	}
-	// imapserver's literal reader ends early, without an error, if the
-	// client goes away: a short message must not be stored as if whole.
-	res, err := s.user.Append(s.ctx, name, &exactReader{r: r, left: r.Size()}, flags, options.Time)
+	if string(line) == "*" {
+		return nil, badf("Authentication cancelled")
+	}
+	b, err := base64.StdEncoding.DecodeString(string(line))
 	if err != nil {
-		return nil, s.mapErr("append", err, true)
+		return nil, badf("Invalid base64 in the authentication response")
 	}
-	s.log.Debug("appended", "mailbox", name, "uid", res.UID, "bytes", r.Size())
-	return &imap.AppendData{UIDValidity: res.UIDValidity, UID: imap.UID(res.UID)}, nil
+	return b, nil
 }
 
-// exactReader fails with io.ErrUnexpectedEOF if r ends before left bytes.
-type exactReader struct {
-	r    io.Reader
-	left int64
+// mapErr turns a backend error into the protocol's answer. tryCreate marks
+// a missing destination of COPY, MOVE or APPEND (RFC 9051 §7.1: TRYCREATE).
+func (s *session) mapErr(op string, err error, tryCreate bool) error {
+	switch {
+	case err == nil:
+		return nil
+	case isStatus(err):
+		return err
+	case errors.Is(err, backend.ErrNoSuchMailbox) && tryCreate:
+		return nof("TRYCREATE", "No such mailbox")
+	case errors.Is(err, backend.ErrNoSuchMailbox):
+		return nof("NONEXISTENT", "No such mailbox")
+	case errors.Is(err, backend.ErrMailboxExists):
+		return nof("ALREADYEXISTS", "Mailbox already exists")
+	case errors.Is(err, backend.ErrInvalidMailbox):
+		return nof("CANNOT", "%s", capitalise(err.Error()))
+	case errors.Is(err, backend.ErrCannotDeleteInbox):
+		return nof("CANNOT", "INBOX cannot be deleted")
+	case errors.Is(err, backend.ErrOverQuota):
+		return nof("OVERQUOTA", "Quota exceeded")
+	case errors.Is(err, backend.ErrTooBig):
+		return nof("TOOBIG", "Message too big (limit %d octets)", s.srv.opts.AppendLimit)
+	case errors.Is(err, context.Canceled):
+		return nof("UNAVAILABLE", "Command cancelled")
+	case errors.Is(err, backend.ErrExpunged), errors.Is(err, backend.ErrNotFound):
+		// A message expunged by another session meanwhile (RFC 2180 §4.1).
+		return nof("EXPUNGEISSUED", "Some messages were expunged meanwhile")
+	}
+	if s.user != nil {
+		// An account deleted under the session (roost user del) fails
+		// its calls before Gone is closed: that is no server bug.
+		if s.accountDeleted() {
+			s.log.Info("account deleted; closing session")
+			s.c.bye("Account deleted")
+			return errCloseConn
+		}
+	}
+	s.log.Error(op+" failed", "err", err)
+	return nof("SERVERBUG", "Internal error")
 }
 
-func (e *exactReader) Read(p []byte) (int, error) {
-	if e.left <= 0 {
-		return 0, io.EOF
+// accountDeleted reports whether the session's account is gone.
+func (s *session) accountDeleted() bool {
+	select {
+	case <-s.user.Gone():
+		return true
+	default:
 	}
-	if int64(len(p)) > e.left {
-		p = p[:e.left]
-	}
-	n, err := e.r.Read(p)
-	e.left -= int64(n)
-	if err == io.EOF && e.left > 0 {
-		err = io.ErrUnexpectedEOF
-	}
-	return n, err
+	_, err := s.srv.opts.Backend.LookupUser(s.ctx, s.user.Address())
+	return errors.Is(err, backend.ErrNoSuchUser)
 }
 
-// storeFlags checks flags from the client and converts them for the store.
-// \Recent cannot be set (RFC 9051 §2.3.2) and is dropped.
-func storeFlags(flags []imap.Flag) ([]string, error) {
-	out := make([]string, 0, len(flags))
-	for _, f := range flags {
-		switch {
-		case strings.EqualFold(string(f), `\Recent`):
-			continue
-		case strings.HasPrefix(string(f), `\`):
-			if !isSystemFlag(string(f)) {
-				return nil, bad("Unknown system flag %s", f)
-			}
-		case len(f) > 100:
-			return nil, bad("Keyword too long")
-		}
-		out = append(out, string(f))
+func capitalise(s string) string {
+	if s == "" {
+		return s
 	}
-	return out, nil
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
-func isSystemFlag(f string) bool {
-	for _, sf := range []string{backend.FlagSeen, backend.FlagAnswered, backend.FlagFlagged, backend.FlagDeleted, backend.FlagDraft} {
-		if strings.EqualFold(f, sf) {
-			return true
-		}
-	}
-	return false
-}
-
-func imapFlags(flags []string) []imap.Flag {
-	out := make([]imap.Flag, len(flags))
-	for i, f := range flags {
-		out[i] = imap.Flag(f)
-	}
-	return out
-}
-
-// List implements imapserver.Session: LIST with LIST-EXTENDED (RFC 5258),
-// LIST-STATUS (RFC 5819), SPECIAL-USE (RFC 6154) and CHILDREN, and LSUB.
-func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
-	if len(patterns) == 0 {
-		// LIST "" "": the hierarchy delimiter and root (RFC 9051 §6.3.9).
-		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: '/', Mailbox: ""})
-	}
-	all, err := s.user.Mailboxes()
-	if err != nil {
-		return s.mapErr("list", err, false)
-	}
-	subList, err := s.user.Subscriptions()
-	if err != nil {
-		return s.mapErr("list", err, false)
-	}
-	subs := make(map[string]bool, len(subList))
-	for _, n := range subList {
-		subs[n] = true
-	}
-	exists := make(map[string]*backend.Mailbox, len(all))
-	for i := range all {
-		exists[all[i].Name] = &all[i]
-	}
-	// Every name and every superior of one: a superior that does not exist
-	// is listed \Noselect (RFC 3501 §6.3.8; RFC 5258 \NonExistent).
-	names := make(map[string]bool)
-	addWithParents := func(n string) {
-		names[n] = true
-		for i := strings.LastIndex(n, backend.Separator); i > 0; i = strings.LastIndex(n[:i], backend.Separator) {
-			names[n[:i]] = true
-		}
-	}
-	for _, mb := range all {
-		addWithParents(mb.Name)
-	}
-	if options.SelectSubscribed {
-		for n := range subs {
-			addWithParents(n)
-		}
-	}
-	hasChild := make(map[string]bool)
-	subChild := make(map[string]bool)
-	for n := range names {
-		if i := strings.LastIndex(n, backend.Separator); i > 0 {
-			hasChild[n[:i]] = true
-		}
-	}
-	for n := range subs {
-		for i := strings.LastIndex(n, backend.Separator); i > 0; i = strings.LastIndex(n[:i], backend.Separator) {
-			subChild[n[:i]] = true
-		}
-	}
-	sorted := make([]string, 0, len(names))
-	for n := range names {
-		sorted = append(sorted, n)
-	}
-	slices.SortFunc(sorted, func(a, b string) int {
-		// INBOX first, then by name.
-		switch {
-		case a == backend.Inbox:
-			return -1
-		case b == backend.Inbox:
-			return 1
-		}
-		return strings.Compare(a, b)
-	})
-	// The reference and each pattern are read together, by concatenation
-	// (RFC 9051 §6.3.9: LIST "INBOX" "*" is INBOX*); a pattern starting
-	// with the delimiter ignores the reference.
-	for i, p := range patterns {
-		if !strings.HasPrefix(p, backend.Separator) {
-			p = ref + p
-		}
-		patterns[i] = canonicalInboxPrefix(p)
-	}
-	for _, n := range sorted {
-		if !matchAny(n, patterns) {
-			continue
-		}
-		mb := exists[n]
-		data := &imap.ListData{Delim: '/', Mailbox: n}
-		switch {
-		case options.SelectSubscribed && !subs[n]:
-			if !(options.SelectRecursiveMatch && subChild[n]) {
-				continue
-			}
-			data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
-		case options.SelectSpecialUse && (mb == nil || mb.SpecialUse == ""):
-			continue
-		}
-		if mb == nil {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
-			if options.SelectSubscribed || !hasChild[n] {
-				data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
-			}
-		}
-		if hasChild[n] {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)
-		} else {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
-		}
-		if subs[n] && (options.ReturnSubscribed || options.SelectSubscribed) && s.w.command() != "LSUB" {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
-		}
-		if mb != nil && mb.SpecialUse != "" {
-			data.Attrs = append(data.Attrs, imap.MailboxAttr(mb.SpecialUse))
-		}
-		if options.ReturnStatus != nil && mb != nil {
-			data.Status = s.statusData(*mb, options.ReturnStatus)
-		}
-		if err := w.WriteList(data); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// canonicalInboxPrefix spells a leading "inbox" hierarchy level as INBOX, so
-// that patterns and references match case-insensitively (RFC 9051 §5.1).
-func canonicalInboxPrefix(p string) string {
-	first, rest, hasRest := strings.Cut(p, backend.Separator)
-	if !strings.EqualFold(first, backend.Inbox) {
-		return p
-	}
-	if hasRest {
-		return backend.Inbox + backend.Separator + rest
-	}
-	return backend.Inbox
-}
-
-func matchAny(name string, patterns []string) bool {
-	for _, p := range patterns {
-		if imapserver.MatchList(name, '/', "", p) {
-			return true
-		}
-	}
-	return false
-}
+var _ = fmt.Sprint

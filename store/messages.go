@@ -599,7 +599,8 @@ type CopyResult struct {
 }
 
 // Copy copies messages (bodies are shared, not duplicated) into dst. With
-// move set the sources are expunged in the same transaction (RFC 6851).
+// move set the sources are expunged in the same transaction (RFC 6851);
+// a move within one mailbox gives the messages new UIDs.
 func (m *Mailstore) Copy(src uint64, uids []uint32, dst uint64, move bool, quota Limits) (CopyResult, error) {
 	var res CopyResult
 	err := m.update(func(tx *atx) error {
@@ -608,9 +609,11 @@ func (m *Mailstore) Copy(src uint64, uids []uint32, dst uint64, move bool, quota
 		if err != nil {
 			return err
 		}
-		to, err := getMbox(tx, dst)
-		if err != nil {
-			return err
+		to := from
+		if dst != src {
+			if to, err = getMbox(tx, dst); err != nil {
+				return err
+			}
 		}
 		res.UIDValidity = to.info.UIDValidity
 		modseq := nextModSeq(tx)
@@ -623,9 +626,6 @@ func (m *Mailstore) Copy(src uint64, uids []uint32, dst uint64, move bool, quota
 			}
 			msg := decodeMessage(k, v)
 			fs := decodeFlags(v)
-			if src == dst && move {
-				continue
-			}
 			if !move {
 				if err := refBlob(tx, msg.BlobID); err != nil {
 					return err

@@ -39,6 +39,7 @@ var envIgnored = []string{envConfigFile, "ROOST_REQUIRE_INTEROP"}
 // which are contracts (README "Configuration"). Constraints per field:
 //
 //	min:"N"   the least value allowed (default 1: numbers and durations must be > 0)
+//	max:"N"   the largest value allowed
 //	port:"1"  a TCP port number (0 allowed with min:"0")
 //	listen:"tcp"  a listen address, "" disables (lmtp.listen also takes unix:/path)
 //	oneof:"a,b"  one of the given words
@@ -175,8 +176,11 @@ type IMAPConfig struct {
 	LoginTimeout        time.Duration `koanf:"login_timeout"`
 	AppendLimit         int64         `koanf:"append_limit"`
 	MaxPendingUpdates   int           `koanf:"max_pending_updates"`
-	MaxLineLength       int           `koanf:"max_line_length" min:"8000"` // RFC 9051 §4
+	MaxLineLength       int           `koanf:"max_line_length" min:"8000" max:"1048576"` // RFC 9051 §4
 	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
+	MaxBadCommands      int           `koanf:"max_bad_commands"`
+	Compress            bool          `koanf:"compress"`
+	CommandTimeout      time.Duration `koanf:"command_timeout"`
 }
 
 // POP3Config is [pop3].
@@ -301,8 +305,11 @@ func defaultConfig() Config {
 			LoginTimeout:        60 * time.Second,
 			AppendLimit:         50 << 20,
 			MaxPendingUpdates:   10000,
-			MaxLineLength:       50 << 10,
+			MaxLineLength:       65536,
 			AuthFailureDelay:    2 * time.Second,
+			MaxBadCommands:      20,
+			Compress:            true,
+			CommandTimeout:      60 * time.Second,
 		},
 		POP3: POP3Config{
 			Listen:              "127.0.0.1:1110",
@@ -660,6 +667,11 @@ func checkMin(f configField, n int64) error {
 		return errors.New("must be greater than zero")
 	case n < least:
 		return fmt.Errorf("must be at least %d", least)
+	}
+	if m := f.tag.Get("max"); m != "" {
+		if most, _ := strconv.ParseInt(m, 10, 64); n > most {
+			return fmt.Errorf("must be at most %d", most)
+		}
 	}
 	return nil
 }

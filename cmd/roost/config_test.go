@@ -36,6 +36,10 @@ max_recipients = 7
 listen = ""
 tls_listen = "0.0.0.0:993"
 auth_failure_delay = "0s"
+max_line_length = 1048576
+max_bad_commands = 5
+compress = false
+command_timeout = "10s"
 [pop3]
 keep_flags = true
 [tls]
@@ -97,7 +101,8 @@ submission_port = 465
 				if c.LMTP.Listen != "unix:/run/roost/lmtp.sock" || c.LMTP.MaxRecipients != 7 || c.LMTP.MaxMessageBytes != 1000 {
 					t.Errorf("lmtp: %+v", c.LMTP)
 				}
-				if c.IMAP.Listen != "" || c.IMAP.TLSListen != "0.0.0.0:993" || c.IMAP.AuthFailureDelay != 0 {
+				if c.IMAP.Listen != "" || c.IMAP.TLSListen != "0.0.0.0:993" || c.IMAP.AuthFailureDelay != 0 ||
+					c.IMAP.MaxLineLength != 1<<20 || c.IMAP.MaxBadCommands != 5 || c.IMAP.Compress || c.IMAP.CommandTimeout != 10*time.Second {
 					t.Errorf("imap: %+v", c.IMAP)
 				}
 				if !c.POP3.KeepFlags || c.TLS.Cert != "/etc/roost/cert.pem" || c.Auth.Plaintext != "tls" || c.Auth.LoginCacheTTL != 0 {
@@ -175,6 +180,10 @@ submission_port = 465
 			}
 		}},
 		{name: "zero size", file: "[imap]\nappend_limit = 0", wantErr: "imap.append_limit"},
+		{name: "IMAP line length above 1 MiB", file: "[imap]\nmax_line_length = 1048577", wantErr: "imap.max_line_length: must be at most 1048576"},
+		{name: "IMAP line length below RFC 9051", file: "[imap]\nmax_line_length = 7999", wantErr: "imap.max_line_length: must be at least 8000"},
+		{name: "zero bad commands", file: "[imap]\nmax_bad_commands = 0", wantErr: "imap.max_bad_commands"},
+		{name: "zero command timeout", file: "[imap]\ncommand_timeout = \"0s\"", wantErr: "imap.command_timeout"},
 		{name: "line length below RFC 5321", file: "[lmtp]\nmax_line_length = 999", wantErr: "lmtp.max_line_length: must be at least 1000"},
 		{name: "string for number", file: "[smtp]\nmax_recipients = \"many\"", wantErr: "smtp.max_recipients"},
 		{name: "fraction", file: "[smtp]\nmax_recipients = 1.5", wantErr: "smtp.max_recipients"},

@@ -28,6 +28,9 @@ func imapEndpoints(d deps) ([]endpoint, error) {
 		AuthFailureDelay:  noDelay(c.AuthFailureDelay),
 		MaxPendingUpdates: c.MaxPendingUpdates,
 		MaxLineLength:     c.MaxLineLength,
+		MaxBadCommands:    c.MaxBadCommands,
+		DisableCompress:   !c.Compress,
+		CommandTimeout:    c.CommandTimeout,
 		Logger:            d.log.With("service", "imap"),
 	})
 	if err != nil {

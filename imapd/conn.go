@@ -1,0 +1,256 @@
+package imapd
+
+import (
+	"bytes"
+	"compress/flate"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// conn is one client connection: the transport (TCP, TLS after implicit TLS
+// or STARTTLS, deflate after COMPRESS), its buffers and its read deadlines.
+// One goroutine, the session's, reads and writes it; Interrupt and the
+// account-deletion watch only set flags and a read deadline.
+type conn struct {
+	srv           *Server
+	id            string
+	log           *slog.Logger
+	raw           net.Conn
+	transport     net.Conn
+	isTLS         bool
+	compressed    bool
+	loginDeadline time.Time
+
+	in      *inbuf // what commands are read from
+	rawIn   *inbuf // beneath the decompressor, once COMPRESS is active
+	out     outbuf
+	lineBuf []byte
+
+	// sessCancel cancels the running command's context (the client went
+	// away). Set by the session.
+	sessCancel func()
+
+	dlMu          sync.Mutex // orders deadline changes against Interrupt
+	phase         phase
+	armedAt       time.Time
+	stopping      atomic.Bool // Shutdown asked
+	gone          atomic.Bool // the account was deleted
+	authenticated atomic.Bool
+	monitorStop   atomic.Bool // the close monitor is to stop reading
+	byeSent       bool
+}
+
+type phase int
+
+const (
+	phaseWait    phase = iota // waiting for a command
+	phaseCommand              // reading or running a command
+	phaseIdle                 // in IDLE
+)
+
+// Sentinels a read returns when a wait was interrupted.
+var (
+	errStopping = errors.New("imapd: server shutting down")
+	errGone     = errors.New("imapd: account deleted")
+)
+
+func (s *Server) newConn(c net.Conn) *conn {
+	id := s.connID()
+	cn := &conn{
+		srv:           s,
+		id:            id,
+		log:           s.log.With("conn", id, "remote", c.RemoteAddr().String()),
+		raw:           c,
+		transport:     c,
+		loginDeadline: time.Now().Add(s.opts.LoginTimeout),
+		sessCancel:    func() {},
+	}
+	cn.out.c = cn
+	cn.setTransport(c)
+	return cn
+}
+
+func (c *conn) setTransport(t net.Conn) {
+	c.transport = t
+	c.in = newInbuf(t)
+	c.in.arm, c.in.timeout = c.arm, c.onTimeout
+	c.out.w = t
+}
+
+// setPhase changes what the read deadline bounds.
+func (c *conn) setPhase(p phase) {
+	c.dlMu.Lock()
+	c.phase = p
+	c.dlMu.Unlock()
+}
+
+// arm sets the read deadline before a read of the transport.
+func (c *conn) arm() {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	now := time.Now()
+	c.armedAt = now
+	var d time.Time
+	switch {
+	case c.gone.Load() || c.stopping.Load() && c.phase != phaseCommand || c.monitorStop.Load():
+		d = now
+	case !c.authenticated.Load():
+		d = c.loginDeadline
+		if c.phase == phaseCommand {
+			d = minTime(d, now.Add(c.srv.opts.CommandTimeout))
+		}
+	case c.phase == phaseCommand:
+		d = now.Add(c.srv.opts.CommandTimeout)
+	default:
+		d = now.Add(c.srv.opts.IdleTimeout)
+	}
+	c.raw.SetReadDeadline(d)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// onTimeout decides what a read deadline meant: an interruption to obey, a
+// spurious one to read on after, or a real timeout.
+func (c *conn) onTimeout(err error) error {
+	c.dlMu.Lock()
+	ph, armed := c.phase, c.armedAt
+	c.dlMu.Unlock()
+	switch {
+	case c.monitorStop.Load():
+		return err
+	case c.gone.Load():
+		return errGone
+	case c.stopping.Load() && ph != phaseCommand:
+		return errStopping
+	case c.stopping.Load() && time.Since(armed) < c.srv.opts.CommandTimeout:
+		// A command in progress may finish, within its own deadline.
+		return nil
+	}
+	return err
+}
+
+// watchClose notices, while a long command runs in the backend, that the
+// client went away, and cancels the command's context then (a closed
+// connection stops its command's work). It reads ahead into the input
+// buffer (beneath the decompressor, whose stream a read deadline must not
+// break); what it reads is the next command. The returned stop ends the
+// watch and must be called before the connection is read again.
+func (c *conn) watchClose(cancel func()) (stop func()) {
+	in := c.in
+	if c.rawIn != nil {
+		in = c.rawIn
+	}
+	if len(in.buffered()) > 0 || len(c.in.buffered()) > 0 {
+		return func() {} // pipelined input: the client is there
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := in.fill(); err != nil && !isTimeout(err) {
+			cancel()
+		}
+	}()
+	return func() {
+		c.dlMu.Lock()
+		c.monitorStop.Store(true)
+		c.raw.SetReadDeadline(time.Now())
+		c.dlMu.Unlock()
+		<-done
+		c.monitorStop.Store(false)
+	}
+}
+
+// Interrupt implements lifecycle.Conn: Shutdown's request. The connection
+// says BYE when it next waits for a command, or at once if it waits now.
+func (c *conn) Interrupt() {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	c.stopping.Store(true)
+	c.raw.SetReadDeadline(time.Now())
+}
+
+// accountGone is the account-deletion watch's request (backend.User.Gone).
+func (c *conn) accountGone() {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	c.gone.Store(true)
+	c.raw.SetReadDeadline(time.Now())
+}
+
+// Close implements lifecycle.Conn: Shutdown's last resort.
+func (c *conn) Close() error { return c.raw.Close() }
+
+// bye sends "* BYE text" and flushes; the connection then ends.
+func (c *conn) bye(text string) {
+	if c.byeSent {
+		return
+	}
+	c.byeSent = true
+	c.out.grab()
+	c.out.b = append(c.out.b, "* BYE "...)
+	c.out.b = append(c.out.b, text...)
+	c.out.b = append(c.out.b, "\r\n"...)
+	c.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.out.flush()
+}
+
+// handshake runs the server side of TLS, bounded by HandshakeTimeout. early
+// holds bytes read past a STARTTLS line (the start of an eager client's
+// ClientHello); plaintext sent after STARTTLS is never run as a command
+// (it can only be part of the handshake, which then fails).
+func (c *conn) handshake(early []byte) error {
+	var under net.Conn = c.raw
+	if len(early) > 0 {
+		under = &prefixConn{Conn: c.raw, r: io.MultiReader(bytes.NewReader(early), c.raw)}
+	}
+	tc := tls.Server(under, c.srv.opts.TLSConfig)
+	c.raw.SetDeadline(time.Now().Add(c.srv.opts.HandshakeTimeout))
+	if c.stopping.Load() {
+		return errors.New("server shutting down")
+	}
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	c.raw.SetDeadline(time.Time{})
+	c.isTLS = true
+	c.setTransport(tc)
+	st := tc.ConnectionState()
+	c.log.Debug("TLS established", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
+	return nil
+}
+
+// startCompression puts deflate (RFC 4978, RFC 1951 raw) on both
+// directions. Bytes already buffered belong to the compressed stream.
+func (c *conn) startCompression() {
+	c.compressed = true
+	c.rawIn = c.in
+	c.in = newInbuf(newInflater(c.rawIn))
+	fw, _ := flate.NewWriter(c.transport, flate.BestSpeed)
+	c.out.fw = fw
+	c.out.w = fw
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// prefixConn reads some bytes before those of its connection.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package imapd
+
+const raceEnabled = false
