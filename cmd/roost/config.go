@@ -172,6 +172,7 @@ type IMAPConfig struct {
 	TLSListen           string        `koanf:"tls_listen" listen:"tcp"`
 	MaxConnections      int           `koanf:"max_connections"`
 	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
+	MaxUnauthenticated  int           `koanf:"max_unauthenticated" min:"0"` // 0: no cap
 	IdleTimeout         time.Duration `koanf:"idle_timeout"`
 	LoginTimeout        time.Duration `koanf:"login_timeout"`
 	AppendLimit         int64         `koanf:"append_limit"`
@@ -301,6 +302,7 @@ func defaultConfig() Config {
 			TLSListen:           "127.0.0.1:1993",
 			MaxConnections:      1000,
 			MaxConnectionsPerIP: 50,
+			MaxUnauthenticated:  500,
 			IdleTimeout:         30 * time.Minute,
 			LoginTimeout:        60 * time.Second,
 			AppendLimit:         50 << 20,
