@@ -48,9 +48,9 @@ type conn struct {
 	authenticated atomic.Bool
 	// ticket counts the connection against MaxUnauthenticated until it
 	// logs in.
-	ticket *netlimit.Ticket
-	monitorStop   atomic.Bool // the close monitor is to stop reading
-	byeSent       bool
+	ticket      *netlimit.Ticket
+	monitorStop atomic.Bool // the close monitor is to stop reading
+	byeSent     bool
 }
 
 type phase int
