@@ -260,7 +260,7 @@ func (s *session) catenateURL(raw string, w io.Writer) error {
 }
 
 func isNetErr(err error) bool {
-	return isTimeout(err) || errors.Is(err, errGone) || errors.Is(err, errStopping) || isNetClosed(err)
+	return isTimeout(err) || errors.Is(err, errGone) || errors.Is(err, errStopping) || errors.Is(err, errEvicted) || isNetClosed(err)
 }
 
 // checkMessageQuota refuses to add n messages over the account's message
@@ -330,7 +330,7 @@ func cmdIdle(s *session, p *parser) error {
 			s.idleRead = nil
 			c.setPhase(phaseCommand)
 			if r.err != nil && r.err != errLineTooLong {
-				if isTimeout(r.err) || errors.Is(r.err, errGone) || errors.Is(r.err, errStopping) {
+				if isTimeout(r.err) || errors.Is(r.err, errGone) || errors.Is(r.err, errStopping) || errors.Is(r.err, errEvicted) {
 					return s.readFailed(r.err)
 				}
 				return r.err

@@ -71,6 +71,13 @@ type Options struct {
 	// MaxConnsPerIP caps the connections open at once from one remote IP on
 	// each listener. Default 50; negative: unlimited.
 	MaxConnsPerIP int
+	// MaxUnauthenticated caps the connections that have not logged in,
+	// over all listeners of the server ([imap] max_unauthenticated): at
+	// the cap, a new connection evicts the oldest of them, which gets
+	// "* BYE [UNAVAILABLE]" at its next command boundary and is closed
+	// (netlimit.PreAuth). Keep it below MaxConns, so that a flood meets it
+	// first. Default 500; negative: no cap.
+	MaxUnauthenticated int
 	// HandshakeTimeout bounds the TLS handshake of ServeTLS and of STARTTLS.
 	// Default 30s.
 	HandshakeTimeout time.Duration
@@ -131,6 +138,7 @@ type Options struct {
 const (
 	DefaultMaxConns                = 1000
 	DefaultMaxConnsPerIP           = 50
+	DefaultMaxUnauth               = 500
 	DefaultHandshakeTimeout        = 30 * time.Second
 	DefaultLoginTimeout            = 60 * time.Second
 	DefaultIdleTimeout             = 30 * time.Minute
@@ -150,6 +158,7 @@ type Server struct {
 
 	extraCaps []string
 	conns     *lifecycle.Tracker[*conn]
+	preauth   *netlimit.PreAuth
 	nextID    atomic.Uint64
 	debugMu   sync.Mutex
 	// tlsRejects bounds the TLS handshakes spent on refusing connections.
@@ -172,6 +181,7 @@ func New(opts Options) (*Server, error) {
 	}
 	opts.MaxConns = netlimit.Limit(opts.MaxConns, DefaultMaxConns)
 	opts.MaxConnsPerIP = netlimit.Limit(opts.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	opts.MaxUnauthenticated = netlimit.Limit(opts.MaxUnauthenticated, DefaultMaxUnauth)
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -218,6 +228,7 @@ func New(opts Options) (*Server, error) {
 			"MULTIAPPEND", "CATENATE", "NOTIFY",
 		},
 		conns:      lifecycle.New[*conn](),
+		preauth:    netlimit.NewPreAuth(opts.MaxUnauthenticated),
 		tlsRejects: make(chan struct{}, 16),
 	}, nil
 }

@@ -90,6 +90,7 @@ func isNetClosed(err error) bool {
 
 // end releases what the session holds, once.
 func (s *session) end() {
+	s.c.ticket.Done()
 	s.cancel()
 	if s.idleRead != nil {
 		s.c.raw.Close()
@@ -126,6 +127,9 @@ func (s *session) readFailed(err error) error {
 		s.c.bye("Account deleted")
 	case errors.Is(err, errStopping):
 		s.c.bye("Server shutting down")
+	case errors.Is(err, errEvicted):
+		s.log.Info("too many connections not logged in; closing the oldest, this one", "max", s.srv.opts.MaxUnauthenticated)
+		s.c.bye("[UNAVAILABLE] Too many connections waiting to log in")
 	case isTimeout(err) && s.state == stateNotAuth:
 		s.log.Info("login timeout")
 		s.c.bye("Login timeout")
@@ -258,7 +262,7 @@ func (s *session) commandReadFailed(err error, partial []byte) error {
 		s.c.bye("Command timeout")
 		return errCloseConn
 	}
-	if errors.Is(err, errGone) || errors.Is(err, errStopping) {
+	if errors.Is(err, errGone) || errors.Is(err, errStopping) || errors.Is(err, errEvicted) {
 		return s.readFailed(err)
 	}
 	return err
@@ -276,7 +280,7 @@ func (s *session) finish(p *parser, tag string, err error, noExpunge bool) error
 		return err
 	case isTimeout(err):
 		return s.commandReadFailed(err, nil)
-	case errors.Is(err, errGone), errors.Is(err, errStopping):
+	case errors.Is(err, errGone), errors.Is(err, errStopping), errors.Is(err, errEvicted):
 		return s.readFailed(err)
 	default:
 		return err
@@ -458,6 +462,7 @@ func (s *session) login(username, password string) error {
 	s.user = u
 	s.state = stateAuth
 	s.c.authenticated.Store(true)
+	s.c.ticket.Done() // if evicted meanwhile, the next command boundary ends it
 	s.log = s.log.With("user", u.Address())
 	s.c.log = s.log
 	s.log.Info("logged in", "tls", s.c.isTLS)

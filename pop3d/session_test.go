@@ -2,7 +2,9 @@ package pop3d
 
 import (
 	"fmt"
+	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -132,5 +134,25 @@ func TestUIDLStableAcrossRestart(t *testing.T) {
 	c.login()
 	if after := c.multiLines("UIDL"); !slices.Equal(after, want) {
 		t.Errorf("UIDL after restart %q, want %q", after, want)
+	}
+}
+
+// A client that closes its side of the connection right after PASS still
+// gets an answer before the session ends (found by FuzzSession once
+// watchPeer stopped logins of clients that hang up): either the login's
+// result or, when the close was seen first, a -ERR saying it was not
+// checked.
+func TestHalfClosedClientGetsAnswer(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	for _, pass := range []string{"wrong", testPass} {
+		c := dial(t, e.addr)
+		c.send("USER " + testUser)
+		c.send("PASS " + pass)
+		c.conn.(*net.TCPConn).CloseWrite()
+		c.expectOK("")
+		if r := c.line(); !strings.HasPrefix(r, "-ERR [AUTH] ") && !strings.HasPrefix(r, "-ERR [SYS/TEMP] connection closed by the client") && !strings.HasPrefix(r, "+OK maildrop") {
+			t.Errorf("PASS %s from a half-closed client: %q", pass, r)
+		}
+		e.waitEnded(1)
 	}
 }

@@ -63,7 +63,12 @@ type Options struct {
 	// LockTimeout is how long Open waits for another process's lock on
 	// the files (default 500ms). After it, Open returns ErrLocked.
 	LockTimeout time.Duration
-	Logger      *slog.Logger
+	// ReadOnly opens existing files for reading only (a shared lock, so
+	// several readers may open the store, but no writer): nothing is
+	// created, and every write fails. For `roost check` and for looking
+	// at a backup before it is restored.
+	ReadOnly bool
+	Logger   *slog.Logger
 }
 
 // Store is the root of Roost's persistent state.
@@ -142,6 +147,9 @@ func Open(opts Options) (*Store, error) {
 	if opts.Shards < 0 {
 		return nil, fmt.Errorf("store: shards must be >= 0, not %d", opts.Shards)
 	}
+	if opts.ReadOnly {
+		return openReadOnly(opts)
+	}
 	if opts.MustExist {
 		ok, err := Exists(opts.Dir)
 		if err != nil {
@@ -205,6 +213,7 @@ func openBolt(path string, opts Options, mmapSize int) (*bolt.DB, error) {
 		NoSync:          opts.NoSync,
 		FreelistType:    bolt.FreelistMapType,
 		NoFreelistSync:  true,
+		ReadOnly:        opts.ReadOnly,
 	})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("store: open %s: %w", path, ErrLocked)

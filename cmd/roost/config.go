@@ -117,6 +117,7 @@ type SMTPConfig struct {
 	DataTimeout         time.Duration `koanf:"data_timeout"`
 	MaxConnections      int           `koanf:"max_connections"`
 	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
+	MaxUnauthenticated  int           `koanf:"max_unauthenticated" min:"0"` // 0: no cap
 	MaxErrors           int           `koanf:"max_errors"`
 }
 
@@ -131,6 +132,7 @@ type SubmissionConfig struct {
 	DataTimeout         time.Duration `koanf:"data_timeout"`
 	MaxConnections      int           `koanf:"max_connections"`
 	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
+	MaxUnauthenticated  int           `koanf:"max_unauthenticated" min:"0"` // 0: no cap
 	MaxErrors           int           `koanf:"max_errors"`
 	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
 }
@@ -170,6 +172,7 @@ type IMAPConfig struct {
 	TLSListen               string        `koanf:"tls_listen" listen:"tcp"`
 	MaxConnections          int           `koanf:"max_connections"`
 	MaxConnectionsPerIP     int           `koanf:"max_connections_per_ip"`
+	MaxUnauthenticated      int           `koanf:"max_unauthenticated" min:"0"` // 0: no cap
 	IdleTimeout             time.Duration `koanf:"idle_timeout"`
 	LoginTimeout            time.Duration `koanf:"login_timeout"`
 	AppendLimit             int64         `koanf:"append_limit"`
@@ -189,7 +192,9 @@ type POP3Config struct {
 	KeepFlags           bool          `koanf:"keep_flags"`
 	MaxConnections      int           `koanf:"max_connections"`
 	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
+	MaxUnauthenticated  int           `koanf:"max_unauthenticated" min:"0"` // 0: no cap
 	IdleTimeout         time.Duration `koanf:"idle_timeout"`
+	CommandTimeout      time.Duration `koanf:"command_timeout"`
 	MaxLineLength       int           `koanf:"max_line_length" min:"8"`
 	MaxFailedLogins     int           `koanf:"max_failed_logins"`
 	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
@@ -261,6 +266,7 @@ func defaultConfig() Config {
 		DataTimeout:         5 * time.Minute,
 		MaxConnections:      1000,
 		MaxConnectionsPerIP: 20,
+		MaxUnauthenticated:  500,
 		MaxErrors:           10,
 	}
 	lmtp := smtp
@@ -275,6 +281,7 @@ func defaultConfig() Config {
 		DataTimeout:         smtp.DataTimeout,
 		MaxConnections:      smtp.MaxConnections,
 		MaxConnectionsPerIP: smtp.MaxConnectionsPerIP,
+		MaxUnauthenticated:  smtp.MaxUnauthenticated,
 		MaxErrors:           smtp.MaxErrors,
 		AuthFailureDelay:    2 * time.Second,
 	}
@@ -296,6 +303,7 @@ func defaultConfig() Config {
 			TLSListen:               "127.0.0.1:1993",
 			MaxConnections:          1000,
 			MaxConnectionsPerIP:     50,
+			MaxUnauthenticated:      500,
 			IdleTimeout:             30 * time.Minute,
 			LoginTimeout:            60 * time.Second,
 			AppendLimit:             50 << 20,
@@ -312,7 +320,9 @@ func defaultConfig() Config {
 			TLSListen:           "127.0.0.1:1995",
 			MaxConnections:      1000,
 			MaxConnectionsPerIP: 20,
+			MaxUnauthenticated:  500,
 			IdleTimeout:         10 * time.Minute,
+			CommandTimeout:      60 * time.Second,
 			MaxLineLength:       255,
 			MaxFailedLogins:     3,
 			AuthFailureDelay:    2 * time.Second,

@@ -22,8 +22,10 @@ package main
 // label or ID), alias.add (args: alias, account), alias.del, alias.list,
 // backup (args: an absolute directory), queue.list, queue.show, queue.retry
 // and queue.delete (args: a queue ID), and the import.* and export.* ops
-// of roost import and export (see migrate.go). "lines" is what the CLI
-// prints.
+// of roost import and export (see migrate.go), check and check.repair
+// (args: the addresses to check, none for all; "lines" holds the
+// violations found and a summary, and "ok" is false when some remain).
+// "lines" is what the CLI prints, also when "ok" is false.
 //
 // Structured parameters and results travel in "data" (a JSON value), and
 // bulk bytes (message bodies) after the line: a request or response with
@@ -66,6 +68,9 @@ const (
 	opQueueShow   = "queue.show"
 	opQueueRetry  = "queue.retry"
 	opQueueDelete = "queue.delete"
+	// opCheck and opCheckRepair take any number of addresses.
+	opCheck       = "check"
+	opCheckRepair = "check.repair"
 )
 
 // controlSocketName is the socket's file name inside data_dir.

@@ -15,12 +15,14 @@ func imapEndpoints(d deps) ([]endpoint, error) {
 		return nil, nil
 	}
 	srv, err := imapd.New(imapd.Options{
-		Backend:                 d.backend,
-		Hostname:                d.cfg.Hostname,
-		TLSConfig:               d.tls,
-		Plaintext:               d.plaintext,
-		MaxConns:                c.MaxConnections,
-		MaxConnsPerIP:           c.MaxConnectionsPerIP,
+		Backend:       d.backend,
+		Hostname:      d.cfg.Hostname,
+		TLSConfig:     d.tls,
+		Plaintext:     d.plaintext,
+		MaxConns:      c.MaxConnections,
+		MaxConnsPerIP: c.MaxConnectionsPerIP,
+		// 0 in the config is no cap: negative for the server.
+		MaxUnauthenticated:      noCap(c.MaxUnauthenticated),
 		HandshakeTimeout:        d.cfg.TLS.HandshakeTimeout,
 		LoginTimeout:            c.LoginTimeout,
 		IdleTimeout:             c.IdleTimeout,
