@@ -53,7 +53,7 @@ func (u *User) AppendMany(ctx context.Context, mailbox string, msgs []AppendMess
 		return nil, mapStoreErr(err, n)
 	}
 	if len(res) > 0 {
-		u.b.bus.notify(u.acct.ID, res[0].MailboxID)
+		u.b.bus.notify(u.acct.ID, ChangeNew, res[0].MailboxID)
 	}
 	return res, nil
 }

@@ -165,6 +165,11 @@ func (b *Backend) Login(ctx context.Context, username, password, remoteIP string
 	if ok && acct.Disabled {
 		ok = false
 	}
+	if !ok && ctx.Err() != nil {
+		// The caller gave up (its client hung up) before the password was
+		// checked: not a failed attempt.
+		return nil, fmt.Errorf("login: %w", ctx.Err())
+	}
 	if !ok {
 		if b.opts.Limiter != nil {
 			b.opts.Limiter.Failed(remoteIP, addr)
@@ -208,11 +213,19 @@ func (b *Backend) throttle(ctx context.Context, remoteIP, addr string) error {
 // many folders, or an attack) must not take memory in proportion to its
 // size. Waiting attempts give up when ctx ends.
 func (b *Backend) verify(ctx context.Context, hash, password string) bool {
+	if ctx.Err() != nil {
+		return false
+	}
 	select {
 	case b.hashSlots <- struct{}{}:
 	case <-ctx.Done():
 		return false
 	}
 	defer func() { <-b.hashSlots }()
+	// A slot and the end of ctx may have come together (select chooses
+	// either): a caller that gave up gets no hash.
+	if ctx.Err() != nil {
+		return false
+	}
 	return VerifyPassword(hash, password)
 }

@@ -165,6 +165,6 @@ func (b *Backend) deliverTo(acct store.Account, body, parsed []byte, now time.Ti
 		}
 		return fmt.Errorf("deliver to %s: %w", acct.Address, err)
 	}
-	b.bus.notify(acct.ID, res.MailboxID)
+	b.bus.notify(acct.ID, ChangeNew, res.MailboxID)
 	return nil
 }

@@ -39,13 +39,21 @@ func (u *User) PrepareImport(name, specialUse string, uidValidity uint32, subscr
 	default:
 		return ImportMailbox{}, fmt.Errorf("%w: unknown special-use %s", ErrInvalidMailbox, specialUse)
 	}
+	_, missing := u.ms.Mailbox(n)
 	mb, err := u.ms.PrepareImport(n, specialUse, uidValidity)
 	if err != nil {
 		return ImportMailbox{}, mapStoreErr(err, n)
 	}
+	if missing != nil {
+		u.b.bus.event(u.acct.ID, MailboxEvent{Kind: MailboxCreated, Name: n})
+	}
 	if subscribe {
-		if err := u.ms.SetSubscribed(n, true); err != nil {
+		changed, err := u.ms.SetSubscribed(n, true)
+		if err != nil {
 			return ImportMailbox{}, err
+		}
+		if changed {
+			u.b.bus.event(u.acct.ID, MailboxEvent{Kind: MailboxSubscribed, Name: n})
 		}
 	}
 	return mb, nil
@@ -80,6 +88,6 @@ func (u *User) ImportMessages(ctx context.Context, mailboxID uint64, msgs []Impo
 	if err != nil {
 		return ImportResult{}, mapStoreErr(err, "")
 	}
-	u.b.bus.notify(u.acct.ID, mailboxID)
+	u.b.bus.notify(u.acct.ID, ChangeNew, mailboxID)
 	return res, nil
 }

@@ -56,7 +56,7 @@ func (b *Backend) ExpireOld(ctx context.Context, policy RetentionPolicy, now tim
 				// The bodies wait on the purge list until no session can
 				// address them (RFC 2180 §4.1), as for any expunge.
 				b.purgerOf(acct.ID, ms).expunged()
-				b.bus.notify(acct.ID, mb.ID)
+				b.bus.notify(acct.ID, ChangeExpunge, mb.ID)
 				b.log.Info("retention expunged old messages", "account", acct.Address, "mailbox", mb.Name,
 					"messages", len(uids), "older_than", age.String())
 				total += len(uids)

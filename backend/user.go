@@ -175,8 +175,11 @@ func (u *User) CreateMailbox(name, specialUse string) error {
 	default:
 		return fmt.Errorf("%w: unknown special-use %s", ErrInvalidMailbox, specialUse)
 	}
-	_, err = u.ms.CreateMailbox(n, specialUse)
-	return mapStoreErr(err, n)
+	if _, err = u.ms.CreateMailbox(n, specialUse); err != nil {
+		return mapStoreErr(err, n)
+	}
+	u.b.bus.event(u.acct.ID, MailboxEvent{Kind: MailboxCreated, Name: n})
+	return nil
 }
 
 // DeleteMailbox deletes a mailbox and its messages. Child mailboxes stay.
@@ -196,7 +199,7 @@ func (u *User) DeleteMailbox(name string) error {
 		return mapStoreErr(err, n)
 	}
 	u.b.purgerOf(u.acct.ID, u.ms).expunged()
-	u.b.bus.notify(u.acct.ID, mb.ID)
+	u.b.bus.publish(u.acct.ID, []mailboxChange{{mb.ID, 0}}, []MailboxEvent{{Kind: MailboxDeleted, Name: n}})
 	return nil
 }
 
@@ -238,8 +241,9 @@ func (u *User) RenameMailbox(oldName, newName string) error {
 	if err := u.ms.RenameMailboxes(renames); err != nil {
 		return mapStoreErr(err, to)
 	}
-	// Subscriptions follow the mailboxes.
+	// Subscriptions follow the mailboxes (the rename events say so).
 	subs, _ := u.ms.Subscriptions()
+	evs := make([]MailboxEvent, 0, len(renames))
 	for _, r := range renames {
 		for _, s := range subs {
 			if s == r[0] {
@@ -247,7 +251,9 @@ func (u *User) RenameMailbox(oldName, newName string) error {
 				u.ms.SetSubscribed(r[1], true)
 			}
 		}
+		evs = append(evs, MailboxEvent{Kind: MailboxRenamed, Name: r[1], OldName: r[0]})
 	}
+	u.b.bus.event(u.acct.ID, evs...)
 	return nil
 }
 
@@ -269,14 +275,18 @@ func (u *User) renameInbox(to string) error {
 	if err != nil {
 		return mapStoreErr(err, to)
 	}
+	created := []MailboxEvent{{Kind: MailboxCreated, Name: to}}
 	uids, err := u.ms.UIDs(inbox.ID)
+	if err == nil {
+		_, err = u.ms.Copy(inbox.ID, uids, dst.ID, true, store.Limits{})
+	}
 	if err != nil {
+		u.b.bus.event(u.acct.ID, created...)
 		return err
 	}
-	if _, err := u.ms.Copy(inbox.ID, uids, dst.ID, true, store.Limits{}); err != nil {
-		return err
-	}
-	u.b.bus.notify(u.acct.ID, inbox.ID, dst.ID)
+	// One publication: a watcher sees the new mailbox with INBOX's
+	// messages in it, never half of the move.
+	u.b.bus.publish(u.acct.ID, []mailboxChange{{inbox.ID, ChangeExpunge}, {dst.ID, ChangeNew}}, created)
 	return nil
 }
 
@@ -291,7 +301,16 @@ func (u *User) Subscribe(name string, on bool) error {
 			return mapStoreErr(err, n)
 		}
 	}
-	return u.ms.SetSubscribed(n, on)
+	changed, err := u.ms.SetSubscribed(n, on)
+	if err != nil || !changed {
+		return err
+	}
+	kind := MailboxUnsubscribed
+	if on {
+		kind = MailboxSubscribed
+	}
+	u.b.bus.event(u.acct.ID, MailboxEvent{Kind: kind, Name: n})
+	return nil
 }
 
 // Subscriptions returns the subscribed mailbox names.
@@ -326,7 +345,7 @@ func (u *User) Append(ctx context.Context, mailbox string, r io.Reader, flags []
 	if err != nil {
 		return AppendResult{}, mapStoreErr(err, n)
 	}
-	u.b.bus.notify(u.acct.ID, res.MailboxID)
+	u.b.bus.notify(u.acct.ID, ChangeNew, res.MailboxID)
 	return res, nil
 }
 
@@ -389,7 +408,7 @@ func (u *User) StoreFlags(mailboxID uint64, uids []uint32, op FlagOp, flags []st
 		return nil, nil, mapStoreErr(err, "")
 	}
 	if len(updated) > 0 {
-		u.b.bus.notify(u.acct.ID, mailboxID)
+		u.b.bus.notify(u.acct.ID, ChangeFlags, mailboxID)
 	}
 	return updated, modified, nil
 }
@@ -410,7 +429,11 @@ func (u *User) Copy(mailboxID uint64, uids []uint32, dest string, move bool) (Co
 		return CopyResult{}, mapStoreErr(err, n)
 	}
 	if len(res.DestUIDs) > 0 {
-		u.b.bus.notify(u.acct.ID, mailboxID, dst.ID)
+		var src ChangeKind // a copy changes nothing in its source
+		if move {
+			src = ChangeExpunge
+		}
+		u.b.bus.publish(u.acct.ID, []mailboxChange{{mailboxID, src}, {dst.ID, ChangeNew}}, nil)
 	}
 	return res, nil
 }
@@ -426,7 +449,7 @@ func (u *User) Expunge(mailboxID uint64, uids []uint32, requireDeleted bool) ([]
 		return nil, mapStoreErr(err, "")
 	}
 	if len(out) > 0 {
-		u.b.bus.notify(u.acct.ID, mailboxID)
+		u.b.bus.notify(u.acct.ID, ChangeExpunge, mailboxID)
 	}
 	return out, nil
 }
@@ -439,6 +462,14 @@ func (u *User) ChangesSince(mailboxID uint64, modseq uint64) ([]Change, error) {
 
 // Watch subscribes to changes of a mailbox. Close the Watcher when done.
 func (u *User) Watch(mailboxID uint64) *Watcher { return u.b.bus.watch(u.acct.ID, mailboxID) }
+
+// WatchAccount subscribes to every change of the account: commits to any
+// mailbox (with their kinds), and mailbox creations, deletions, renames and
+// subscription changes, whichever session or delivery made them. It holds
+// at most limit entries between Takes (0: no limit). Close it when done.
+func (u *User) WatchAccount(limit int) *AccountWatcher {
+	return u.b.bus.watchAccount(u.acct.ID, limit)
+}
 
 // LockMaildrop takes the account's exclusive POP3 maildrop lock (RFC 1939
 // §8). It fails with ErrInUse if another POP3 session holds it.

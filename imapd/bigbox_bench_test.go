@@ -22,6 +22,30 @@ import (
 	"github.com/roostmail/roost/backend"
 )
 
+// benchServer serves be on a loopback port until stop.
+func benchServer(b *testing.B, be *backend.Backend) (addr string, stop func()) {
+	srv, err := New(Options{Backend: be, AuthFailureDelay: -1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	return l.Addr().String(), func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			b.Errorf("shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			b.Errorf("serve: %v", err)
+		}
+	}
+}
+
 // BenchmarkBigMailbox mirrors roost-bench's bigbox scenario
 // (cmd/roost-bench/bigbox.go) in process: one INBOX of N tiny messages
 // (ROOST_BIGBOX_N, default 100000), then, over a loopback socket with
@@ -77,28 +101,10 @@ func BenchmarkBigMailbox(b *testing.B) {
 	}
 	b.Logf("fill: %d messages in %v", n, time.Since(start).Round(time.Millisecond))
 
-	srv, err := New(Options{Backend: be, AuthFailureDelay: -1, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			b.Errorf("shutdown: %v", err)
-		}
-		if err := <-served; err != nil {
-			b.Errorf("serve: %v", err)
-		}
-	}()
+	addr, stop := benchServer(b, be)
+	defer stop()
 
-	c, err := imapclient.DialInsecure(l.Addr().String(), nil)
+	c, err := imapclient.DialInsecure(addr, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -140,7 +146,7 @@ func BenchmarkBigMailbox(b *testing.B) {
 	// The same FETCH read by a client that only finds the tagged line: the
 	// server's share of the cost (imapclient's parsing dominates above).
 	b.Run("FetchFlagsRaw", func(b *testing.B) {
-		rc, err := net.Dial("tcp", l.Addr().String())
+		rc, err := net.Dial("tcp", addr)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -42,6 +42,7 @@ var commands = map[string]command{
 	"GETQUOTA":     {states: authOrSelect, run: cmdGetQuota},
 	"GETQUOTAROOT": {states: authOrSelect, run: cmdGetQuotaRoot},
 	"SETQUOTA":     {states: authOrSelect, run: cmdSetQuota},
+	"NOTIFY":       {states: authOrSelect, run: cmdNotify},
 
 	"CHECK":        {states: stateSelected, run: cmdNoop},
 	"CLOSE":        {states: stateSelected, run: cmdClose},

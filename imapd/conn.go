@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/roostmail/roost/internal/netlimit"
 )
 
 // conn is one client connection: the transport (TCP, TLS after implicit TLS
@@ -42,9 +44,13 @@ type conn struct {
 	armedAt       time.Time
 	stopping      atomic.Bool // Shutdown asked
 	gone          atomic.Bool // the account was deleted
+	evicted       atomic.Bool // by MaxUnauthenticated
 	authenticated atomic.Bool
-	monitorStop   atomic.Bool // the close monitor is to stop reading
-	byeSent       bool
+	// ticket counts the connection against MaxUnauthenticated until it
+	// logs in.
+	ticket      *netlimit.Ticket
+	monitorStop atomic.Bool // the close monitor is to stop reading
+	byeSent     bool
 }
 
 type phase int
@@ -59,6 +65,7 @@ const (
 var (
 	errStopping = errors.New("imapd: server shutting down")
 	errGone     = errors.New("imapd: account deleted")
+	errEvicted  = errors.New("imapd: too many connections not logged in")
 )
 
 func (s *Server) newConn(c net.Conn) *conn {
@@ -74,7 +81,17 @@ func (s *Server) newConn(c net.Conn) *conn {
 	}
 	cn.out.c = cn
 	cn.setTransport(c)
+	cn.ticket = s.preauth.Admit(cn.evict)
 	return cn
+}
+
+// evict is MaxUnauthenticated's request to end a connection that has not
+// logged in: like Shutdown's, at the next command boundary.
+func (c *conn) evict() {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	c.evicted.Store(true)
+	c.raw.SetReadDeadline(time.Now())
 }
 
 func (c *conn) setTransport(t net.Conn) {
@@ -99,7 +116,7 @@ func (c *conn) arm() {
 	c.armedAt = now
 	var d time.Time
 	switch {
-	case c.gone.Load() || c.stopping.Load() && c.phase != phaseCommand || c.monitorStop.Load():
+	case c.gone.Load() || (c.stopping.Load() || c.evicted.Load()) && c.phase != phaseCommand || c.monitorStop.Load():
 		d = now
 	case !c.authenticated.Load():
 		d = c.loginDeadline
@@ -134,7 +151,9 @@ func (c *conn) onTimeout(err error) error {
 		return errGone
 	case c.stopping.Load() && ph != phaseCommand:
 		return errStopping
-	case c.stopping.Load() && time.Since(armed) < c.srv.opts.CommandTimeout:
+	case c.evicted.Load() && ph != phaseCommand:
+		return errEvicted
+	case (c.stopping.Load() || c.evicted.Load()) && time.Since(armed) < c.srv.opts.CommandTimeout:
 		// A command in progress may finish, within its own deadline.
 		return nil
 	}

@@ -110,6 +110,12 @@ func (p *parser) fetchArgs(uidCmd bool) (fetchArgs, error) {
 			return a, badf("VANISHED needs UID FETCH with CHANGEDSINCE")
 		}
 	}
+	a.prepare(uidCmd)
+	return a, nil
+}
+
+// prepare derives what the items need and puts them in answering order.
+func (a *fetchArgs) prepare(uidCmd bool) {
 	for _, it := range a.items {
 		switch it.name {
 		case "UID":
@@ -144,7 +150,6 @@ func (p *parser) fetchArgs(uidCmd bool) (fetchArgs, error) {
 		a.items = append(a.items, fetchItem{name: "MODSEQ"})
 		slices.SortStableFunc(a.items, func(x, y fetchItem) int { return itemRank(x.name) - itemRank(y.name) })
 	}
-	return a, nil
 }
 
 func itemRank(name string) int {
@@ -347,7 +352,6 @@ func cmdFetch(s *session, p *parser) error {
 	if args.vanished && !s.qresync {
 		return badf("VANISHED needs QRESYNC enabled")
 	}
-	sel := s.sel
 	ts, err := s.resolveGhosts(set, uid, true)
 	if err != nil {
 		return err
@@ -357,18 +361,34 @@ func cmdFetch(s *session, p *parser) error {
 			return err
 		}
 	}
+	missing, err := s.fetchTargets(ts, &args)
+	if err != nil {
+		return err
+	}
+	if missing {
+		// RFC 2180 §4.1.2: what is gone is answered with NO, the rest with
+		// its data.
+		return nof("EXPUNGEISSUED", "Some of the requested messages no longer exist")
+	}
+	return nil
+}
+
+// fetchTargets writes the FETCH responses of ts (FETCH, and NOTIFY's
+// MessageNew with fetch attributes); missing reports messages expunged
+// meanwhile, which get none.
+func (s *session) fetchTargets(ts []target, args *fetchArgs) (missing bool, err error) {
+	sel := s.sel
 	// A non-PEEK body fetch sets \Seen, but never in EXAMINE (RFC 9051
 	// §6.3.3: no change to the mailbox, per-user state included).
 	markSeen := args.markSeen && !sel.readOnly
-	missing := false
 	for i := 0; i < len(ts); i += fetchBatch {
 		if err := s.ctx.Err(); err != nil {
-			return err
+			return missing, err
 		}
 		chunk := ts[i:min(i+fetchBatch, len(ts))]
 		msgs, err := s.fetchRecords(chunk)
 		if err != nil {
-			return s.mapErr("fetch", err, false)
+			return missing, s.mapErr("fetch", err, false)
 		}
 		seen := map[uint32]bool(nil)
 		if markSeen {
@@ -381,7 +401,7 @@ func cmdFetch(s *session, p *parser) error {
 			if len(unseen) > 0 {
 				updated, _, err := s.user.StoreFlags(sel.id, unseen, backend.FlagsAdd, []string{backend.FlagSeen}, 0)
 				if err != nil {
-					return s.mapErr("fetch", err, false)
+					return missing, s.mapErr("fetch", err, false)
 				}
 				seen = make(map[uint32]bool, len(updated))
 				for _, m := range updated {
@@ -409,24 +429,19 @@ func cmdFetch(s *session, p *parser) error {
 			if args.hasChanged && m.ModSeq <= args.changedSince {
 				continue
 			}
-			if err := s.fetchOne(t.seq, m, &args, seen[t.uid]); err != nil {
+			if err := s.fetchOne(t.seq, m, args, seen[t.uid]); err != nil {
 				if errors.Is(err, errVanished) {
 					missing = true
 					continue
 				}
-				return err
+				return missing, err
 			}
 			if err := s.c.out.maybeFlush(); err != nil {
-				return err
+				return missing, err
 			}
 		}
 	}
-	if missing {
-		// RFC 2180 §4.1.2: what is gone is answered with NO, the rest with
-		// its data.
-		return nof("EXPUNGEISSUED", "Some of the requested messages no longer exist")
-	}
-	return nil
+	return missing, nil
 }
 
 var errVanished = errors.New("message vanished")

@@ -32,7 +32,8 @@ func fuzzSession(t *testing.T, input []byte) (*session, func()) {
 // FuzzCommandParser feeds arbitrary command lines (with literals) to the
 // parser's argument readers: sequence sets, search keys, fetch attributes,
 // literals, mailbox names in modified UTF-7 and UTF-8, flag lists, STATUS
-// items, SELECT parameters. Properties: no panic; every reader stops
+// items, SELECT parameters, NOTIFY's event groups (kind&0x20). Properties:
+// no panic; every reader stops
 // within the command's budget (max_line_length) and what is left of a
 // command is skipped without reading more than the command holds; a
 // sequence set, once written out, reads back the same; modified UTF-7
@@ -56,6 +57,14 @@ func FuzzCommandParser(f *testing.F) {
 	for i, s := range seeds {
 		f.Add(byte(i), []byte(s))
 	}
+	for _, s := range []string{
+		`(SELECTED (MessageNew (UID BODY.PEEK[HEADER.FIELDS (Subject)]) MessageExpunge FlagChange)) (PERSONAL (MailboxName))`,
+		`(SELECTED-DELAYED (MessageNew MessageExpunge)) (SUBTREE (INBOX "a b" {3+}` + "\r\nx&y" + `) (MessageNew)) (MAILBOXES x NONE)`,
+		`(INBOXES (AnnotationChange XFoo)) (SUBSCRIBED (SubscriptionChange MailboxMetadataChange ServerMetadataChange))`,
+		`(SELECTED (MessageNew (((( MessageExpunge)) (PERSONAL ()`,
+	} {
+		f.Add(byte(0x20), []byte(s))
+	}
 	f.Fuzz(func(t *testing.T, kind byte, data []byte) {
 		input := append(append([]byte(nil), data...), "\r\n"...)
 		s, done := fuzzSession(t, input)
@@ -69,8 +78,13 @@ func FuzzCommandParser(f *testing.F) {
 			return
 		}
 		var perr error
-		switch kind % 8 {
-		case 0:
+		switch {
+		case kind&0x20 != 0:
+			g := groupParse{n: &notifyState{}}
+			for perr = g.group(p); perr == nil && p.consume(' '); {
+				perr = g.group(p)
+			}
+		case kind%8 == 0:
 			var set numSet
 			set, perr = p.seqSet()
 			if perr == nil && !set.saved {
@@ -97,7 +111,7 @@ func FuzzCommandParser(f *testing.F) {
 					}
 				}
 			}
-		case 1:
+		case kind%8 == 1:
 			var o searchOpts
 			if p.peek() == 'R' {
 				perr = p.searchReturn(&o)
@@ -108,9 +122,9 @@ func FuzzCommandParser(f *testing.F) {
 			if perr == nil {
 				_, perr = s.searchProgram(p, &o)
 			}
-		case 2:
+		case kind%8 == 2:
 			_, perr = p.fetchArgs(kind&0x40 != 0)
-		case 3:
+		case kind%8 == 3:
 			var name string
 			name, perr = p.mailbox()
 			if perr == nil && utf8.ValidString(name) {
@@ -118,13 +132,13 @@ func FuzzCommandParser(f *testing.F) {
 					t.Fatalf("modified UTF-7 round trip of %q: %q %v", name, d, err)
 				}
 			}
-		case 4:
+		case kind%8 == 4:
 			_, perr = p.flagList(true)
-		case 5:
+		case kind%8 == 5:
 			_, perr = p.statusItems()
-		case 6:
+		case kind%8 == 6:
 			_, perr = p.selectParams()
-		case 7:
+		case kind%8 == 7:
 			_, perr = p.listMailbox()
 		}
 		_ = perr

@@ -260,7 +260,7 @@ func (s *session) catenateURL(raw string, w io.Writer) error {
 }
 
 func isNetErr(err error) bool {
-	return isTimeout(err) || errors.Is(err, errGone) || errors.Is(err, errStopping) || isNetClosed(err)
+	return isTimeout(err) || errors.Is(err, errGone) || errors.Is(err, errStopping) || errors.Is(err, errEvicted) || isNetClosed(err)
 }
 
 // checkMessageQuota refuses to add n messages over the account's message
@@ -300,9 +300,13 @@ func cmdIdle(s *session, p *parser) error {
 		if err := s.syncForce(true, true); err != nil {
 			return err
 		}
-		if err := c.out.flush(); err != nil {
-			return err
-		}
+	}
+	// With NOTIFY, IDLE sends what NOTIFY asked for (RFC 5465 §4).
+	if err := s.notifyOthers(); err != nil {
+		return err
+	}
+	if err := c.out.flush(); err != nil {
+		return err
 	}
 	done := make(chan lineResult, 1)
 	s.idleRead = done
@@ -317,12 +321,16 @@ func cmdIdle(s *session, p *parser) error {
 		watch = s.sel.watch.C()
 	}
 	for {
+		var others <-chan struct{}
+		if s.notify != nil && s.notify.watch != nil {
+			others = s.notify.watch.C()
+		}
 		select {
 		case r := <-done:
 			s.idleRead = nil
 			c.setPhase(phaseCommand)
 			if r.err != nil && r.err != errLineTooLong {
-				if isTimeout(r.err) || errors.Is(r.err, errGone) || errors.Is(r.err, errStopping) {
+				if isTimeout(r.err) || errors.Is(r.err, errGone) || errors.Is(r.err, errStopping) || errors.Is(r.err, errEvicted) {
 					return s.readFailed(r.err)
 				}
 				return r.err
@@ -334,6 +342,13 @@ func cmdIdle(s *session, p *parser) error {
 			return okf("", "IDLE terminated")
 		case <-watch:
 			if err := s.syncForce(true, true); err != nil {
+				return err
+			}
+			if err := c.out.flush(); err != nil {
+				return err
+			}
+		case <-others:
+			if err := s.notifyOthers(); err != nil {
 				return err
 			}
 			if err := c.out.flush(); err != nil {

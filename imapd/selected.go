@@ -454,11 +454,15 @@ func (s *session) syncForce(allowExpunge, force bool) error {
 	known := func(uid uint32) bool { return uid <= last && !sel.ghosts[uid] && sel.has(uid) }
 	var flagged []uint32
 	pending := len(sel.ghosts)
+	// NOTIFY SET with a SELECTED group without FlagChange: flag changes
+	// are not reported (RFC 5465 §5.1).
+	noFlags := s.suppressFlags()
 	for _, c := range changes {
 		switch {
 		case !known(c.UID):
 		case c.Expunged:
 			pending++
+		case noFlags:
 		case sel.own[c.UID] != c.ModSeq: // not this session's own change, already answered
 			flagged = append(flagged, c.UID)
 			pending++
@@ -482,7 +486,8 @@ func (s *session) syncForce(allowExpunge, force bool) error {
 	// Report in modseq order. New messages are gathered and added in UID
 	// order (the change log orders them by their latest modseq, which a
 	// flag change moves), and announced by one EXISTS.
-	var gone, added []uint32
+	var gone, added, fresh []uint32
+	fetchNew := s.notify != nil && s.notify.fetch != nil
 	flush := func() {
 		if len(gone) > 0 {
 			s.expungeKnown(gone)
@@ -491,6 +496,9 @@ func (s *session) syncForce(allowExpunge, force bool) error {
 		if len(added) > 0 {
 			slices.Sort(added)
 			sel.uids = append(sel.uids, added...)
+			if fetchNew {
+				fresh = append(fresh, added...)
+			}
 			added = added[:0]
 			s.c.untagged("%d EXISTS", len(sel.uids))
 			if !s.rev2 {
@@ -530,6 +538,14 @@ func (s *session) syncForce(allowExpunge, force bool) error {
 	}
 	clear(sel.own)
 	flush()
+	if len(fresh) > 0 {
+		// MessageNew's fetch attributes (RFC 5465 §5.2), numbered as the
+		// client now knows the mailbox; a \Seen they set is this
+		// session's own change.
+		if err := s.notifyFetch(fresh); err != nil {
+			return err
+		}
+	}
 	if len(sel.ghosts) == 0 {
 		// Every expunge up to here has been told: those bodies may go.
 		sel.pin.Advance(sel.modseq)

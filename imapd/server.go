@@ -18,6 +18,10 @@
 // on the backend's change bus (backend.User.Watch), and turns the mailbox's
 // change log (backend.User.ChangesSince) into EXISTS, FETCH FLAGS and
 // EXPUNGE (or VANISHED) responses, pushed at once to a client in IDLE.
+// A session that asks for NOTIFY (RFC 5465, notify.go) also watches the
+// whole account (backend.User.WatchAccount) and is told, between commands
+// too, of other mailboxes' changes (STATUS) and of mailbox and
+// subscription changes (LIST).
 //
 // Bad input gets BAD and the connection stays open (until max_bad_commands
 // in a row); a literal over a limit is refused before it is read and, if
@@ -67,6 +71,13 @@ type Options struct {
 	// MaxConnsPerIP caps the connections open at once from one remote IP on
 	// each listener. Default 50; negative: unlimited.
 	MaxConnsPerIP int
+	// MaxUnauthenticated caps the connections that have not logged in,
+	// over all listeners of the server ([imap] max_unauthenticated): at
+	// the cap, a new connection evicts the oldest of them, which gets
+	// "* BYE [UNAVAILABLE]" at its next command boundary and is closed
+	// (netlimit.PreAuth). Keep it below MaxConns, so that a flood meets it
+	// first. Default 500; negative: no cap.
+	MaxUnauthenticated int
 	// HandshakeTimeout bounds the TLS handshake of ServeTLS and of STARTTLS.
 	// Default 30s.
 	HandshakeTimeout time.Duration
@@ -90,6 +101,13 @@ type Options struct {
 	// behind gets "* BYE" and is closed (the client resynchronises on
 	// reconnect) rather than growing without bound. Default 10000.
 	MaxPendingUpdates int
+	// MaxPendingNotifications caps what one NOTIFY session (RFC 5465) may
+	// have gathered and not yet sent: changed mailboxes plus mailbox-list
+	// and subscription events. A session that falls further behind (it
+	// is busy with a long command, or its client does not read) gets
+	// "* OK [NOTIFICATIONOVERFLOW]" and its notifications are turned off
+	// (RFC 5465 §5.8). Default 1000.
+	MaxPendingNotifications int
 	// MaxLineLength caps a command in octets: its lines and the literals
 	// other than APPEND's message data. A longer one gets BAD (its literals
 	// are drained, never run) and the connection goes on. RFC 9051 §4 asks
@@ -118,17 +136,19 @@ type Options struct {
 
 // Defaults.
 const (
-	DefaultMaxConns          = 1000
-	DefaultMaxConnsPerIP     = 50
-	DefaultHandshakeTimeout  = 30 * time.Second
-	DefaultLoginTimeout      = 60 * time.Second
-	DefaultIdleTimeout       = 30 * time.Minute
-	DefaultAuthFailureDelay  = 2 * time.Second
-	DefaultMaxPendingUpdates = 10000
-	DefaultMaxLineLength     = 65536
-	MaxMaxLineLength         = 1 << 20
-	DefaultMaxBadCommands    = 20
-	DefaultCommandTimeout    = 60 * time.Second
+	DefaultMaxConns                = 1000
+	DefaultMaxConnsPerIP           = 50
+	DefaultMaxUnauth               = 500
+	DefaultHandshakeTimeout        = 30 * time.Second
+	DefaultLoginTimeout            = 60 * time.Second
+	DefaultIdleTimeout             = 30 * time.Minute
+	DefaultAuthFailureDelay        = 2 * time.Second
+	DefaultMaxPendingUpdates       = 10000
+	DefaultMaxPendingNotifications = 1000
+	DefaultMaxLineLength           = 65536
+	MaxMaxLineLength               = 1 << 20
+	DefaultMaxBadCommands          = 20
+	DefaultCommandTimeout          = 60 * time.Second
 )
 
 // Server is an IMAP server. It is safe for concurrent use.
@@ -138,6 +158,7 @@ type Server struct {
 
 	extraCaps []string
 	conns     *lifecycle.Tracker[*conn]
+	preauth   *netlimit.PreAuth
 	nextID    atomic.Uint64
 	debugMu   sync.Mutex
 	// tlsRejects bounds the TLS handshakes spent on refusing connections.
@@ -160,6 +181,7 @@ func New(opts Options) (*Server, error) {
 	}
 	opts.MaxConns = netlimit.Limit(opts.MaxConns, DefaultMaxConns)
 	opts.MaxConnsPerIP = netlimit.Limit(opts.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	opts.MaxUnauthenticated = netlimit.Limit(opts.MaxUnauthenticated, DefaultMaxUnauth)
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -179,6 +201,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MaxPendingUpdates <= 0 {
 		opts.MaxPendingUpdates = DefaultMaxPendingUpdates
+	}
+	if opts.MaxPendingNotifications <= 0 {
+		opts.MaxPendingNotifications = DefaultMaxPendingNotifications
 	}
 	if opts.MaxLineLength <= 0 {
 		opts.MaxLineLength = DefaultMaxLineLength
@@ -200,9 +225,10 @@ func New(opts Options) (*Server, error) {
 		extraCaps: []string{
 			"CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
 			"SORT", "SORT=DISPLAY", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "ESORT", "PARTIAL", "CONTEXT=SEARCH", "CONTEXT=SORT",
-			"MULTIAPPEND", "CATENATE",
+			"MULTIAPPEND", "CATENATE", "NOTIFY",
 		},
 		conns:      lifecycle.New[*conn](),
+		preauth:    netlimit.NewPreAuth(opts.MaxUnauthenticated),
 		tlsRejects: make(chan struct{}, 16),
 	}, nil
 }

@@ -52,6 +52,7 @@ type session struct {
 	goneStop chan struct{}
 	idleRead chan lineResult // an IDLE's reader, still reading
 	contexts []*searchContext
+	notify   *notifyState // RFC 5465; nil until NOTIFY
 }
 
 func newSession(c *conn) *session {
@@ -89,11 +90,20 @@ func isNetClosed(err error) bool {
 
 // end releases what the session holds, once.
 func (s *session) end() {
+	s.c.ticket.Done()
 	s.cancel()
 	if s.idleRead != nil {
 		s.c.raw.Close()
 		<-s.idleRead
 		s.idleRead = nil
+	}
+	if n := s.notify; n != nil {
+		if n.reader != nil {
+			s.c.raw.Close()
+			<-n.reader
+			n.reader = nil
+		}
+		n.off()
 	}
 	if s.sel != nil {
 		s.sel.close()
@@ -117,6 +127,9 @@ func (s *session) readFailed(err error) error {
 		s.c.bye("Account deleted")
 	case errors.Is(err, errStopping):
 		s.c.bye("Server shutting down")
+	case errors.Is(err, errEvicted):
+		s.log.Info("too many connections not logged in; closing the oldest, this one", "max", s.srv.opts.MaxUnauthenticated)
+		s.c.bye("[UNAVAILABLE] Too many connections waiting to log in")
 	case isTimeout(err) && s.state == stateNotAuth:
 		s.log.Info("login timeout")
 		s.c.bye("Login timeout")
@@ -144,7 +157,7 @@ func (s *session) serveCommand() error {
 	// Wait for the first byte as "waiting for a command"; the rest of the
 	// line is bounded by command_timeout.
 	if len(c.in.buffered()) == 0 {
-		if err := c.in.fill(); err != nil {
+		if err := s.waitCommand(); err != nil {
 			return s.readFailed(err)
 		}
 	}
@@ -249,7 +262,7 @@ func (s *session) commandReadFailed(err error, partial []byte) error {
 		s.c.bye("Command timeout")
 		return errCloseConn
 	}
-	if errors.Is(err, errGone) || errors.Is(err, errStopping) {
+	if errors.Is(err, errGone) || errors.Is(err, errStopping) || errors.Is(err, errEvicted) {
 		return s.readFailed(err)
 	}
 	return err
@@ -267,7 +280,7 @@ func (s *session) finish(p *parser, tag string, err error, noExpunge bool) error
 		return err
 	case isTimeout(err):
 		return s.commandReadFailed(err, nil)
-	case errors.Is(err, errGone), errors.Is(err, errStopping):
+	case errors.Is(err, errGone), errors.Is(err, errStopping), errors.Is(err, errEvicted):
 		return s.readFailed(err)
 	default:
 		return err
@@ -310,6 +323,13 @@ func (s *session) finish(p *parser, tag string, err error, noExpunge bool) error
 		}
 		if len(s.contexts) > 0 {
 			s.updateContexts()
+		}
+	}
+	if s.notify != nil {
+		// Other mailboxes' notifications (RFC 5465): STATUS and LIST may
+		// come with any command.
+		if err := s.notifyOthers(); err != nil {
+			return err
 		}
 	}
 	s.c.writeStatus(tag, st)
@@ -442,6 +462,7 @@ func (s *session) login(username, password string) error {
 	s.user = u
 	s.state = stateAuth
 	s.c.authenticated.Store(true)
+	s.c.ticket.Done() // if evicted meanwhile, the next command boundary ends it
 	s.log = s.log.With("user", u.Address())
 	s.c.log = s.log
 	s.log.Info("logged in", "tls", s.c.isTLS)

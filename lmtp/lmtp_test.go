@@ -809,8 +809,12 @@ func TestLiberalSyntax(t *testing.T) {
 	c.cmd(`MAIL FROM:<"john doe"@remote.example>`, "250 ")
 	c.cmd("RCPT TO:<alice@example.org>", "250 ")
 	c.data(sampleMessage("quoted"), 1)
-	// Control characters cannot reach the Return-Path header.
-	c.cmd("MAIL FROM:<a\rb@remote.example>", "501 5.1.7 ")
+	// Control characters cannot reach the Return-Path header (nor any
+	// reply that echoes an argument, such as the greeting's).
+	c.cmd("MAIL FROM:<a\rb@remote.example>", "500 5.5.2 ")
+	c.cmd("EHLO a\rb", "500 5.5.2 ")
+	c.cmd("EHLO a\x00b", "500 5.5.2 ")
+	c.cmd("NOOP\x7f", "500 5.5.2 ")
 	c.cmd("QUIT", "221 ")
 
 	want := []string{"<sender@remote.example>", "<>", "<>", `<"john doe"@remote.example>`}
@@ -1018,5 +1022,30 @@ func TestDeletedBetweenRcptAndData(t *testing.T) {
 				t.Fatalf("deleted account came back: %v", err)
 			}
 		})
+	}
+}
+
+// TestLeadingWhiteSpace: a message whose first line starts with white
+// space would continue the Received header Roost puts in front of it
+// (RFC 5322 §2.2.3), letting the sender write into it; it is refused like
+// a bare line ending (found by FuzzMessage).
+func TestLeadingWhiteSpace(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.dial()
+	c.cmd("EHLO client.example", "250 ")
+	for _, body := range []string{" by trusted.example\r\n\r\nx\r\n", "\tx\r\n"} {
+		c.cmd("MAIL FROM:<sender@remote.example>", "250 ")
+		c.cmd("RCPT TO:<alice@example.org>", "250 ")
+		if r := c.data(body, 1); !strings.HasPrefix(r[0], "550 5.6.0 ") {
+			t.Errorf("DATA %q: %q, want 550 5.6.0", body, r)
+		}
+		c.cmd("MAIL FROM:<sender@remote.example>", "250 ")
+		c.cmd("RCPT TO:<alice@example.org>", "250 ")
+		c.write("BDAT " + itoa(int64(len(body))) + " LAST\r\n" + body)
+		c.expect("550 5.6.0 ")
+	}
+	c.cmd("QUIT", "221 ")
+	if n := e.count("alice@example.org"); n != 0 {
+		t.Errorf("%d messages stored, want 0", n)
 	}
 }

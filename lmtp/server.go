@@ -43,6 +43,7 @@ const TraceReserve = 2048
 const (
 	DefaultMaxConns         = 1000
 	DefaultMaxConnsPerIP    = 20
+	DefaultMaxUnauth        = 500
 	DefaultHandshakeTimeout = 30 * time.Second
 	DefaultIdleTimeout      = 5 * time.Minute
 	DefaultDataTimeout      = 5 * time.Minute
@@ -105,6 +106,13 @@ type Options struct {
 	// octets including CRLF (default 4096; at least MinLineLength, RFC 5321
 	// §4.5.3.1.6). A longer line gets "500" and the connection is closed.
 	MaxLineLength int
+	// MaxUnauthenticated caps the connections that have not yet had a
+	// recipient accepted ([smtp] and [lmtp] max_unauthenticated): at the
+	// cap, a new connection evicts the oldest of them, which gets "421
+	// 4.7.0" and is closed (netlimit.PreAuth). An SMTP client with mail
+	// for Roost reaches RCPT within a second; a flood never does. Keep it
+	// below MaxConns. Default 500; negative: no cap.
+	MaxUnauthenticated int
 	// MaxErrors is how many error replies (5xx) a client may provoke
 	// without delivering a message before it gets "421 4.7.0" and is
 	// disconnected (default 10). A delivered message resets the count.
@@ -141,7 +149,8 @@ type Server struct {
 	proto   string // "smtp" or "lmtp", in logs
 	maxSize int64
 
-	nextID atomic.Uint64
+	nextID  atomic.Uint64
+	preauth *netlimit.PreAuth
 	// inflight counts messages being received or delivered. go-smtp runs
 	// a BDAT transfer's Data in a goroutine of its own that can outlive
 	// the connection; Shutdown waits for these too.
@@ -163,6 +172,7 @@ func New(opts Options) (*Server, error) {
 	}
 	opts.MaxConns = netlimit.Limit(opts.MaxConns, DefaultMaxConns)
 	opts.MaxConnsPerIP = netlimit.Limit(opts.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	opts.MaxUnauthenticated = netlimit.Limit(opts.MaxUnauthenticated, DefaultMaxUnauth)
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -226,6 +236,7 @@ func New(opts Options) (*Server, error) {
 		proto:   "smtp",
 		maxSize: opts.MaxMessageBytes,
 		conns:   lifecycle.New[*wire](),
+		preauth: netlimit.NewPreAuth(opts.MaxUnauthenticated),
 	}
 	switch {
 	case opts.LMTP:

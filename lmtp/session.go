@@ -37,6 +37,7 @@ var (
 	replyOverQuota     = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "Mailbox full"}
 	replyLocalError    = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary local error, try again later"}
 	replyBareNewline   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message contains bare CR or LF; lines must end with CRLF (RFC 5321 section 2.3.8)"}
+	replyLeadingSpace  = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message starts with white space; the header must start with a field name (RFC 5322 section 2.2)"}
 	replyLineTooLong   = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long"}
 	replyTransferAbort = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Message transfer aborted"}
 )
@@ -134,8 +135,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 			return err
 		}
 	}
-	// RFC 1870 §6.2: a declared size over the limit is refused up front.
-	if opts != nil && opts.Size > s.srv.maxSize {
+	// RFC 1870 §6.2: a declared size over the limit is refused up front,
+	// however large (the wire has it; go-smtp only parses 32 bits).
+	if d := s.w.mailSize; d.set && d.size > uint64(s.srv.maxSize) {
 		return s.srv.replyTooBig()
 	}
 	s.mu.Lock()
@@ -188,6 +190,8 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.mu.Lock()
 	s.rcpts = append(s.rcpts, rcpt{arg: to, to: r})
 	s.mu.Unlock()
+	// Mail for an account here: a real client, not part of a flood.
+	s.w.ticket.Done()
 	return nil
 }
 
@@ -339,6 +343,11 @@ func (s *session) receive(r io.Reader, env *envelope) *transfer {
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := r.Read(buf)
+		if n > 0 && t.size == 0 && (buf[0] == ' ' || buf[0] == '\t') {
+			// It would continue the Received header put in front of it
+			// (RFC 5322 §2.2.3 folding): a sender could write into it.
+			refuse(replyLeadingSpace, "starts with white space", nil)
+		}
 		if n > 0 {
 			t.size += int64(n)
 			switch {

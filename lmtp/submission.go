@@ -127,6 +127,7 @@ func (s *session) login(username, password string) error {
 	s.mu.Lock()
 	s.user = u
 	s.mu.Unlock()
+	s.w.ticket.Done() // logged in: no longer counts against MaxUnauthenticated
 	isTLS, _, _ := s.w.tlsState()
 	s.w.log = s.w.log.With("user", u.Address())
 	s.w.log.Info("logged in", "tls", isTLS)

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/roostmail/roost/internal/netlimit"
 )
 
 // wire is the connection go-smtp reads commands and message data from and
@@ -69,6 +71,9 @@ type wire struct {
 	dataGenSeen uint64    // dataGen when that DATA line was handed on
 	readErr     error     // sticky: once reading failed, it always fails
 	handshook   bool
+	// mailSize is the SIZE of the last MAIL line handed on; go-smtp calls
+	// the session's Mail for it before it reads again.
+	mailSize declaredSize
 
 	// dataGen counts calls of the session's Data/LMTPData, so the wire can
 	// tell whether go-smtp accepted a DATA command (see above).
@@ -89,9 +94,14 @@ type wire struct {
 	closing   bool // Shutdown was called
 	waiting   bool // blocked reading the next command
 	closed    bool
+	evicted   bool   // by MaxUnauthenticated
 	helloVerb string // HELO, EHLO or LHLO: the last greeting seen
 	needHello bool   // after STARTTLS, until the next greeting (RFC 3207 §4.2)
 	sess      *session
+
+	// ticket counts the connection against MaxUnauthenticated until a
+	// recipient is accepted.
+	ticket *netlimit.Ticket
 
 	wmu    sync.Mutex // serialises writes
 	wcarry []byte     // start of a reply line not yet complete
@@ -146,8 +156,25 @@ func newWire(s *Server, c net.Conn, implicitTLS bool) *wire {
 		w.handshook = true
 	}
 	w.failure.Store("")
+	w.ticket = s.preauth.Admit(w.evict)
 	w.log.Debug("connection opened", "tls", implicitTLS)
 	return w
+}
+
+// evict ends a connection that has had no recipient accepted, to make
+// room under MaxUnauthenticated: at its next command read it gets "421"
+// and is closed; a TLS handshake in progress fails.
+func (w *wire) evict() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.evicted = true
+	w.raw.SetReadDeadline(time.Now())
+}
+
+func (w *wire) hangupEvicted() error {
+	w.failure.Store("evicted")
+	w.log.Info("too many connections without a recipient; closing the oldest, this one", "max", w.srv.opts.MaxUnauthenticated)
+	return w.hangup("421 4.7.0 %s Too many connections waiting, closing connection", w.srv.opts.Hostname)
 }
 
 // ---- net.Conn ----
@@ -175,6 +202,7 @@ func (w *wire) Close() error {
 	if c != w.raw {
 		w.raw.Close()
 	}
+	w.ticket.Done()
 	w.srv.conns.Remove(w)
 	w.log.Debug("connection closed")
 	return err
@@ -239,6 +267,9 @@ func (w *wire) produce() error {
 	if w.isClosing() {
 		return w.hangup("421 4.3.2 %s Service shutting down, closing connection", w.srv.opts.Hostname)
 	}
+	if w.isEvicted() {
+		return w.hangupEvicted()
+	}
 	line, whole, err := w.nextLine()
 	if err != nil {
 		return err
@@ -295,6 +326,10 @@ func (w *wire) command(line []byte) error {
 	text := strings.TrimRight(string(line), "\r\n")
 	cmd, arg, ok := parseCommand(text)
 	switch {
+	case hasControl(text):
+		// go-smtp echoes arguments (the greeting's domain) in replies: a
+		// CR or NUL in one would go back out inside a reply line.
+		return w.reply("500 5.5.2 Syntax error, control character in command")
 	case !ok:
 		return w.reply("500 5.5.2 Syntax error, command unrecognized")
 	case cmd == "":
@@ -313,6 +348,9 @@ func (w *wire) command(line []byte) error {
 			w.helloVerb, w.needHello = cmd, false
 			w.mu.Unlock()
 		}
+	case "MAIL":
+		// RFC 1870 SIZE of any size: see size.go.
+		line, w.mailSize = rewriteMailSize(line)
 	case "DATA":
 		if arg == "" {
 			w.afterDATA = true
@@ -327,6 +365,18 @@ func (w *wire) command(line []byte) error {
 	}
 	w.out = line
 	return nil
+}
+
+// hasControl reports whether a command line (without its line break)
+// holds an ASCII control character other than HTAB: RFC 5321 commands are
+// printable text (UTF-8 with SMTPUTF8).
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return true
+		}
+	}
+	return false
 }
 
 // parseCommand splits a command line as go-smtp v0.25.1's parseCmd does;
@@ -522,6 +572,10 @@ func (w *wire) fill(m mode) error {
 		w.mu.Unlock()
 		return w.hangup("421 4.3.2 %s Service shutting down, closing connection", w.srv.opts.Hostname)
 	}
+	if m == modeCommand && w.evicted {
+		w.mu.Unlock()
+		return w.hangupEvicted()
+	}
 	conn := w.conn
 	conn.SetReadDeadline(deadline)
 	w.waiting = m == modeCommand
@@ -552,6 +606,8 @@ func (w *wire) readFailed(m mode, err error) error {
 	switch {
 	case timeout && m == modeCommand && w.isClosing():
 		return w.hangup("421 4.3.2 %s Service shutting down, closing connection", host)
+	case timeout && m == modeCommand && w.isEvicted():
+		return w.hangupEvicted()
 	case timeout && m == modeCommand:
 		w.failure.Store("idle timeout")
 		w.log.Info("idle timeout, disconnecting", "timeout", w.srv.opts.IdleTimeout)
@@ -593,6 +649,12 @@ func (w *wire) reply(text string) error {
 
 func (w *wire) writeLine(text string) {
 	w.Write([]byte(text + "\r\n"))
+}
+
+func (w *wire) isEvicted() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.evicted
 }
 
 func (w *wire) isClosing() bool {

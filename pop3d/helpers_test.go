@@ -61,6 +61,7 @@ type testEnv struct {
 
 type envConfig struct {
 	opts    func(*Options)
+	backend func(*backend.Options)
 	withTLS bool
 	dir     string // reuse a data directory
 }
@@ -68,11 +69,15 @@ type envConfig struct {
 // newEnv starts a backend with one account and a server on loopback.
 func newEnv(t testing.TB, cfg envConfig) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, dir: cfg.dir, ended: make(chan struct{}, 1000)}
+	e := &testEnv{t: t, dir: cfg.dir, ended: make(chan struct{}, 10000)}
 	if e.dir == "" {
 		e.dir = t.TempDir()
 	}
-	b, err := backend.New(backend.Options{DataDir: e.dir, NoSync: true, LoginCacheTTL: -1})
+	bopts := backend.Options{DataDir: e.dir, NoSync: true, LoginCacheTTL: -1}
+	if cfg.backend != nil {
+		cfg.backend(&bopts)
+	}
+	b, err := backend.New(bopts)
 	if err != nil {
 		t.Fatal(err)
 	}

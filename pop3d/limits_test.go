@@ -318,3 +318,62 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestCommandTimeout: a command line begun and not finished within
+// CommandTimeout gets -ERR and the connection is closed, in either state
+// and in a SASL exchange; nothing is deleted. A connection that has sent
+// nothing at all is only subject to the idle timeout.
+func TestCommandTimeout(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	e := newEnv(t, envConfig{opts: func(o *Options) { o.CommandTimeout = timeout }})
+	e.deliver(msg("one", "1"))
+	const want = "-ERR command not completed within 100ms, closing connection"
+	partial := func(c *client, s string) {
+		if _, err := io.WriteString(c.conn, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("authorization", func(t *testing.T) {
+		c := dial(t, e.addr)
+		partial(c, "USER ali")
+		c.expectClosed([]string{want})
+		e.waitEnded(1)
+	})
+	t.Run("transaction: nothing deleted", func(t *testing.T) {
+		c := dial(t, e.addr)
+		c.login()
+		c.expectOK("DELE 1")
+		partial(c, "QU")
+		c.expectClosed([]string{want})
+		e.waitEnded(1)
+		if _, msgs := e.inbox(); len(msgs) != 1 {
+			t.Errorf("%d messages after the timeout, want 1", len(msgs))
+		}
+	})
+	t.Run("SASL response", func(t *testing.T) {
+		c := dial(t, e.addr)
+		c.send("AUTH PLAIN")
+		if got := c.line(); got != "+ " {
+			t.Fatalf("AUTH PLAIN: %q", got)
+		}
+		partial(c, "AGFsaWNl")
+		c.expectClosed([]string{want})
+		e.waitEnded(1)
+	})
+	t.Run("a line too long, trickled", func(t *testing.T) {
+		c := dial(t, e.addr)
+		partial(c, "USER "+strings.Repeat("x", 10000))
+		c.expectClosed([]string{want})
+		e.waitEnded(1)
+	})
+	t.Run("silence is not a partial command", func(t *testing.T) {
+		c := dial(t, e.addr)
+		time.Sleep(3 * timeout) // the time passing is what is tested
+		c.expectOK("USER " + testUser)
+		c.expectOK("PASS " + testPass)
+		time.Sleep(3 * timeout)
+		c.expectOK("STAT")
+		c.expectOK("QUIT")
+		e.waitEnded(1)
+	})
+}

@@ -54,11 +54,24 @@ type Options struct {
 	// read a response for this long, is closed without entering the UPDATE
 	// state. Default 10m.
 	IdleTimeout time.Duration
+	// CommandTimeout bounds the wait for the rest of a command line once
+	// its first byte has arrived ([pop3] command_timeout): a client that
+	// starts a line and does not finish it within this time gets -ERR and
+	// is disconnected, instead of holding the session for the whole
+	// IdleTimeout. It applies to SASL responses too. Default 60s.
+	CommandTimeout time.Duration
 	// MaxLineLength caps a command line, CRLF included (RFC 2449 §4: 255).
 	// A longer line is discarded (never buffered) and answered with -ERR.
 	// SASL responses may be up to max(MaxLineLength, 8192) octets.
 	// Default 255.
 	MaxLineLength int
+	// MaxUnauthenticated caps the connections that have not logged in,
+	// over all listeners of the server ([pop3] max_unauthenticated): at
+	// the cap, a new connection evicts the oldest of them, which gets
+	// "-ERR [SYS/TEMP]" and is closed (netlimit.PreAuth). Keep it below
+	// MaxConns, so that a flood meets it first. Default 500; negative: no
+	// cap.
+	MaxUnauthenticated int
 	// MaxFailedLogins is how many failed logins a connection may make; the
 	// last one is answered with -ERR [AUTH] and the connection is closed.
 	// Default 3.
@@ -77,8 +90,10 @@ type Options struct {
 const (
 	DefaultMaxConns         = 1000
 	DefaultMaxConnsPerIP    = 50
+	DefaultMaxUnauth        = 500
 	DefaultHandshakeTimeout = 30 * time.Second
 	DefaultIdleTimeout      = 10 * time.Minute
+	DefaultCommandTimeout   = 60 * time.Second
 	DefaultMaxLineLength    = 255
 	DefaultMaxFailedLogins  = 3
 	DefaultAuthFailureDelay = 2 * time.Second
@@ -92,8 +107,9 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 
-	conns  *lifecycle.Tracker[*session]
-	nextID atomic.Uint64
+	conns   *lifecycle.Tracker[*session]
+	preauth *netlimit.PreAuth
+	nextID  atomic.Uint64
 
 	// sessionEnded, if set (tests), is called after a session has ended and
 	// released its maildrop lock.
@@ -116,11 +132,15 @@ func New(opts Options) (*Server, error) {
 	}
 	opts.MaxConns = netlimit.Limit(opts.MaxConns, DefaultMaxConns)
 	opts.MaxConnsPerIP = netlimit.Limit(opts.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	opts.MaxUnauthenticated = netlimit.Limit(opts.MaxUnauthenticated, DefaultMaxUnauth)
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.CommandTimeout <= 0 {
+		opts.CommandTimeout = DefaultCommandTimeout
 	}
 	if opts.MaxLineLength <= 0 {
 		opts.MaxLineLength = DefaultMaxLineLength
@@ -138,9 +158,10 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Server{
-		opts:  opts,
-		log:   opts.Logger.With("proto", "pop3"),
-		conns: lifecycle.New[*session](),
+		opts:    opts,
+		log:     opts.Logger.With("proto", "pop3"),
+		conns:   lifecycle.New[*session](),
+		preauth: netlimit.NewPreAuth(opts.MaxUnauthenticated),
 	}, nil
 }
 

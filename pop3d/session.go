@@ -41,6 +41,9 @@ type message struct {
 
 var (
 	errLineTooLong = errors.New("line too long")
+	// errCommandTimeout: a line was begun and not finished within
+	// Options.CommandTimeout.
+	errCommandTimeout = errors.New("command not completed in time")
 	// errFatal ends a session after a response that already says why.
 	errFatal = errors.New("session ended")
 )
@@ -65,6 +68,11 @@ type session struct {
 	userName string // from USER, waiting for PASS
 	failures int    // failed logins on this connection
 
+	// ticket counts the session against MaxUnauthenticated until it logs
+	// in; evicted is set when the cap evicts it.
+	ticket  *netlimit.Ticket
+	evicted atomic.Bool
+
 	user    *backend.User
 	release func() // the maildrop lock
 	// gone is set when the account is deleted during the session
@@ -82,20 +90,37 @@ func (s *Server) newSession(c net.Conn, implicitTLS bool) *session {
 	id := s.connID()
 	ctx, stop := context.WithCancel(context.Background())
 	conn := &writeDeadlineConn{Conn: c, timeout: s.opts.IdleTimeout}
-	return &session{
-		srv:         s,
-		opts:        &s.opts,
-		log:         s.log.With("conn", id, "remote", c.RemoteAddr().String()),
-		ctx:         ctx,
-		stop:        stop,
-		raw:         c,
-		conn:        conn,
-		br:          bufio.NewReaderSize(conn, 4096),
-		bw:          bufio.NewWriterSize(conn, 64<<10),
+	sess := &session{
+		srv:  s,
+		opts: &s.opts,
+		log:  s.log.With("conn", id, "remote", c.RemoteAddr().String()),
+		ctx:  ctx,
+		stop: stop,
+		raw:  c,
+		conn: conn,
+		br:   bufio.NewReaderSize(conn, 4096),
+		// Small until login: a flood of connections that never log in
+		// must cost little memory each. login gives it 64 KiB for RETR.
+		bw:          bufio.NewWriterSize(conn, 512),
 		implicitTLS: implicitTLS,
 		remoteIP:    netlimit.RemoteIP(c),
 	}
+	sess.ticket = s.preauth.Admit(sess.evict)
+	return sess
 }
+
+// evict ends a session that has not logged in, to make room under
+// MaxUnauthenticated: it is woken like an idle one at Shutdown and says
+// why before it closes (readFailed).
+func (s *session) evict() {
+	s.evicted.Store(true)
+	s.raw.SetReadDeadline(time.Now())
+}
+
+// interrupted reports whether the session is to end at its next read
+// (Shutdown or eviction): whoever sets a read deadline must then set it
+// to now instead, or the interrupt would be lost.
+func (s *session) interrupted() bool { return s.srv.conns.Closing() || s.evicted.Load() }
 
 // writeDeadlineConn gives every write the idle timeout, so a client that
 // stops reading (in the middle of a RETR, say) cannot hold a session forever.
@@ -179,6 +204,14 @@ func (s *session) readFailed(err error) {
 	switch {
 	case s.srv.conns.Closing():
 		s.shutdownNotice()
+	case s.evicted.Load():
+		s.log.Info("too many connections not logged in; closing the oldest, this one", "max", s.opts.MaxUnauthenticated)
+		s.fail("[SYS/TEMP] too many connections waiting to log in, closing connection")
+		s.bw.Flush()
+	case errors.Is(err, errCommandTimeout):
+		s.log.Info("command not completed in time; closing", "timeout", s.opts.CommandTimeout, "state", s.stateName())
+		s.fail("command not completed within %s, closing connection", s.opts.CommandTimeout)
+		s.bw.Flush()
 	case errors.As(err, &ne) && ne.Timeout():
 		// RFC 1939 §3: the autologout timer closes the connection without
 		// a response and without entering the UPDATE state.
@@ -214,6 +247,7 @@ func (s *session) stateName() string {
 // end releases what the session holds. A session that ends other than by
 // QUIT never enters the UPDATE state: nothing is deleted (RFC 1939 §6).
 func (s *session) end() {
+	s.ticket.Done()
 	if s.release != nil {
 		s.release()
 		s.release = nil
@@ -231,10 +265,35 @@ func (s *session) end() {
 
 // readCommand reads one command line with the idle timeout.
 func (s *session) readCommand() (string, error) {
+	return s.readTimed(s.opts.MaxLineLength)
+}
+
+// readTimed reads a line of at most max octets: the idle timeout until its
+// first byte, then CommandTimeout for the rest, so that a line begun and
+// never finished (slowloris) costs a connection slot for CommandTimeout
+// only.
+func (s *session) readTimed(max int) (string, error) {
 	if err := s.armRead(); err != nil {
 		return "", err
 	}
-	return s.readLine(s.opts.MaxLineLength)
+	if _, err := s.br.Peek(1); err != nil {
+		return "", err
+	}
+	if !s.commandBuffered() {
+		// Begun, not complete: the rest of the line must follow soon.
+		if err := s.raw.SetReadDeadline(time.Now().Add(s.opts.CommandTimeout)); err != nil {
+			return "", err
+		}
+		if s.interrupted() {
+			s.raw.SetReadDeadline(time.Now()) // Shutdown's or eviction's interrupt may have come first
+		}
+	}
+	line, err := s.readLine(max)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && !s.interrupted() {
+		return "", errCommandTimeout
+	}
+	return line, err
 }
 
 // armRead starts the autologout timer for the next read.
@@ -242,12 +301,9 @@ func (s *session) armRead() error {
 	if err := s.raw.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout)); err != nil {
 		return err
 	}
-	if s.gone.Load() {
-		// Deleted while the last command ran: its wake-up came too early.
-		s.raw.SetReadDeadline(time.Now())
-	}
-	if s.srv.conns.Closing() {
-		// Shutdown may have set its deadline before ours: look again.
+	if s.gone.Load() || s.interrupted() {
+		// Deletion, shutdown or eviction may have set its deadline
+		// before ours: look again.
 		s.raw.SetReadDeadline(time.Now())
 	}
 	return nil
@@ -463,10 +519,7 @@ func (s *session) cmdAuth(arg string) error {
 		if err := s.bw.Flush(); err != nil {
 			return err
 		}
-		if err := s.armRead(); err != nil {
-			return err
-		}
-		line, err := s.readLine(max(s.opts.MaxLineLength, minSASLLine))
+		line, err := s.readTimed(max(s.opts.MaxLineLength, minSASLLine))
 		if errors.Is(err, errLineTooLong) {
 			s.fail("SASL response too long")
 			return nil
@@ -504,12 +557,24 @@ func (s *session) cmdAuth(arg string) error {
 }
 
 // login checks credentials, takes the maildrop lock and fixes the message
-// list, entering the TRANSACTION state (RFC 1939 §4).
+// list, entering the TRANSACTION state (RFC 1939 §4). Its work (a password
+// hash, perhaps after waiting for a hashing slot; reading a big maildrop)
+// stops when the client hangs up meanwhile (watchPeer).
 func (s *session) login(name, pass string) error {
+	stop := s.watchPeer()
 	u, err := s.opts.Backend.Login(s.ctx, name, pass, s.remoteIP)
+	if s.ctx.Err() != nil {
+		stop()
+		if err == nil {
+			u.Release()
+		}
+		return s.hungUp()
+	}
 	if err != nil {
+		stop()
 		return s.loginFailed(name, err)
 	}
+	defer stop()
 	log := s.log.With("user", u.Address())
 	release, err := u.LockMaildrop()
 	if err != nil {
@@ -525,7 +590,12 @@ func (s *session) login(name, pass string) error {
 		s.fail("[SYS/TEMP] cannot lock maildrop, try again later")
 		return nil
 	}
-	mbox, msgs, err := loadMaildrop(u)
+	mbox, msgs, err := loadMaildrop(s.ctx, u)
+	if err != nil && s.ctx.Err() != nil {
+		release()
+		u.Release()
+		return s.hungUp()
+	}
 	if err != nil {
 		release()
 		u.Release()
@@ -544,11 +614,25 @@ func (s *session) login(name, pass string) error {
 		case <-s.stopGone:
 		}
 	}()
+	s.ticket.Done() // if it was evicted meanwhile, the next read ends it
+	if err := s.bw.Flush(); err != nil {
+		return err
+	}
+	s.bw = bufio.NewWriterSize(s.conn, 64<<10)
 	s.log = log
 	n, size := s.stat()
 	log.Info("logged in", "tls", s.isTLS, "messages", n, "octets", size)
 	s.ok("maildrop has %d messages (%d octets)", n, size)
 	return nil
+}
+
+// hungUp answers a login that was not carried out because the client
+// closed its side of the connection meanwhile (watchPeer). It may only
+// have half-closed it and still read: it is told so, and the session ends.
+func (s *session) hungUp() error {
+	s.log.Info("client closed the connection during login; not checked")
+	s.fail("[SYS/TEMP] connection closed by the client before the login was checked")
+	return errFatal
 }
 
 func (s *session) loginFailed(name string, err error) error {
@@ -574,22 +658,52 @@ func (s *session) loginFailed(name string, err error) error {
 	}
 }
 
-// authDelay slows down password guessing; Shutdown cuts it short.
+// authDelay slows down password guessing; Shutdown cuts it short, and so
+// does the client hanging up (watchPeer).
 func (s *session) authDelay() {
 	if s.opts.AuthFailureDelay <= 0 {
 		return
 	}
+	defer s.watchPeer()()
 	t := time.NewTimer(s.opts.AuthFailureDelay)
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-s.srv.conns.Done():
+	case <-s.ctx.Done():
+	}
+}
+
+// watchPeer watches the connection while the session works on a command
+// without reading (a login): if the client hangs up, it cancels the
+// session's context, so that the work stops instead of being done for
+// nobody. The returned function ends the watch; call it before reading
+// again. When the client has already sent more (pipelining), there is
+// nothing to watch: the session will read it next.
+func (s *session) watchPeer() (stop func()) {
+	if s.br.Buffered() > 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// The session goroutine does not touch br until stop returns.
+		if _, err := s.br.Peek(1); err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				s.stop() // EOF or reset: the client is gone
+			}
+		}
+	}()
+	return func() {
+		s.raw.SetReadDeadline(time.Now()) // wakes the Peek; readCommand re-arms it
+		<-done
 	}
 }
 
 // loadMaildrop reads the INBOX message list with the octet count of each
-// message as RETR sends it.
-func loadMaildrop(u *backend.User) (backend.Mailbox, []message, error) {
+// message as RETR sends it. It gives up when ctx ends.
+func loadMaildrop(ctx context.Context, u *backend.User) (backend.Mailbox, []message, error) {
 	mbox, err := u.Mailbox(backend.Inbox)
 	if err != nil {
 		return mbox, nil, fmt.Errorf("INBOX: %w", err)
@@ -603,7 +717,10 @@ func loadMaildrop(u *backend.User) (backend.Mailbox, []message, error) {
 		return mbox, nil, fmt.Errorf("INBOX messages: %w", err)
 	}
 	msgs := make([]message, 0, len(recs))
-	for _, m := range recs {
+	for i, m := range recs {
+		if i%1024 == 0 && ctx.Err() != nil {
+			return mbox, nil, ctx.Err()
+		}
 		p, err := u.Parsed(&m)
 		if errors.Is(err, backend.ErrNotFound) {
 			continue // expunged meanwhile (IMAP)
@@ -665,8 +782,8 @@ func (s *session) startTLS() error {
 	defer cancel()
 	// Bound reads too: Shutdown's interrupt must reach the handshake.
 	s.raw.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
-	if s.srv.conns.Closing() {
-		return errors.New("server shutting down")
+	if s.interrupted() {
+		return errors.New("server shutting down, or too many connections not logged in")
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return err

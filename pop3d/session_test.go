@@ -3,7 +3,9 @@ package pop3d
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -152,4 +154,24 @@ func TestAccountDeletedDuringSession(t *testing.T) {
 	// The session is waiting for a command: the deletion wakes it.
 	c.expectClosed([]string{"-ERR [SYS/PERM] this account has been deleted"})
 	e.waitEnded(1)
+}
+
+// A client that closes its side of the connection right after PASS still
+// gets an answer before the session ends (found by FuzzSession once
+// watchPeer stopped logins of clients that hang up): either the login's
+// result or, when the close was seen first, a -ERR saying it was not
+// checked.
+func TestHalfClosedClientGetsAnswer(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	for _, pass := range []string{"wrong", testPass} {
+		c := dial(t, e.addr)
+		c.send("USER " + testUser)
+		c.send("PASS " + pass)
+		c.conn.(*net.TCPConn).CloseWrite()
+		c.expectOK("")
+		if r := c.line(); !strings.HasPrefix(r, "-ERR [AUTH] ") && !strings.HasPrefix(r, "-ERR [SYS/TEMP] connection closed by the client") && !strings.HasPrefix(r, "+OK maildrop") {
+			t.Errorf("PASS %s from a half-closed client: %q", pass, r)
+		}
+		e.waitEnded(1)
+	}
 }

@@ -94,7 +94,11 @@ func openFile(path, rel string, opts Options, j *journal, syncs *atomic.Uint64, 
 	if err != nil {
 		return nil, err
 	}
-	fd, err := os.OpenFile(path, os.O_RDWR, 0)
+	mode := os.O_RDWR
+	if opts.ReadOnly {
+		mode = os.O_RDONLY
+	}
+	fd, err := os.OpenFile(path, mode, 0)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)

@@ -465,14 +465,23 @@ func (m *Mailstore) RenameMailboxes(renames [][2]string) error {
 }
 
 // SetSubscribed subscribes or unsubscribes a mailbox name (which need not
-// exist, RFC 9051 §6.3.7).
-func (m *Mailstore) SetSubscribed(name string, on bool) error {
-	return m.update(func(tx *atx) error {
-		if on {
-			return tx.Bucket(bucketSubs).Put([]byte(name), nil)
+// exist, RFC 9051 §6.3.7) and reports whether that changed the
+// subscriptions (IMAP NOTIFY tells other sessions of changes only, RFC
+// 5465 §5.5).
+func (m *Mailstore) SetSubscribed(name string, on bool) (changed bool, err error) {
+	err = m.update(func(tx *atx) error {
+		b := tx.Bucket(bucketSubs)
+		k, _ := b.Cursor().Seek([]byte(name))
+		if was := k != nil && string(k) == name; was == on {
+			return nil
 		}
-		return tx.Bucket(bucketSubs).Delete([]byte(name))
+		changed = true
+		if on {
+			return b.Put([]byte(name), nil)
+		}
+		return b.Delete([]byte(name))
 	})
+	return changed, err
 }
 
 // Subscriptions returns the subscribed names, sorted.

@@ -172,7 +172,12 @@ type Options struct {
 	// TombstoneRetention is how long the tombstone of an expunged message
 	// is kept for QRESYNC clients (default 90 days; see Mailbox.PurgedModSeq).
 	TombstoneRetention time.Duration
-	Logger             *slog.Logger
+	// ReadOnly opens existing files for reading only (a shared lock, so
+	// several readers may open the store, but no writer): nothing is
+	// created, and every write fails. For `roost check` and for looking
+	// at a backup before it is restored.
+	ReadOnly bool
+	Logger   *slog.Logger
 
 	// checkpointAge overrides the constant of that name (tests).
 	checkpointAge time.Duration
@@ -301,6 +306,9 @@ func Open(opts Options) (*Store, error) {
 	if opts.Shards < 0 {
 		return nil, fmt.Errorf("store: shards must be >= 0, not %d", opts.Shards)
 	}
+	if opts.ReadOnly {
+		return openReadOnly(opts)
+	}
 	if opts.MustExist {
 		ok, err := Exists(opts.Dir)
 		if err != nil {
@@ -394,6 +402,7 @@ func openBolt(path string, opts Options, mmapSize int) (*bolt.DB, error) {
 		NoSync:          opts.NoSync,
 		FreelistType:    bolt.FreelistMapType,
 		NoFreelistSync:  true,
+		ReadOnly:        opts.ReadOnly,
 	})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("store: open %s: %w", path, ErrLocked)
@@ -442,7 +451,9 @@ func (s *Store) Close() error {
 		<-c
 	}
 	var errs []error
-	errs = append(errs, s.journal.close())
+	if s.journal != nil {
+		errs = append(errs, s.journal.close())
+	}
 	errs = append(errs, s.global.Close())
 	return errors.Join(errs...)
 }

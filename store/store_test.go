@@ -454,7 +454,19 @@ func TestMailboxes(t *testing.T) {
 	if err := ms.RenameMailboxes([][2]string{{"c", "INBOX"}}); !errors.Is(err, ErrExists) {
 		t.Fatalf("rename onto existing: %v", err)
 	}
-	ms.SetSubscribed("nonexistent", true)
+	// SetSubscribed reports a change only: a name that is a prefix of a
+	// subscribed one is not subscribed itself.
+	for _, c := range []struct {
+		name        string
+		on, changed bool
+	}{
+		{"nonexistent", true, true}, {"nonexistent", true, false}, {"non", false, false},
+		{"non", true, true}, {"non", false, true}, {"zzz", false, false},
+	} {
+		if changed, err := ms.SetSubscribed(c.name, c.on); err != nil || changed != c.changed {
+			t.Fatalf("SetSubscribed(%q, %v) = %v, %v; want changed %v", c.name, c.on, changed, err, c.changed)
+		}
+	}
 	subs, _ := ms.Subscriptions()
 	if fmt.Sprint(subs) != "[nonexistent]" {
 		t.Fatalf("subs = %v", subs)

@@ -39,7 +39,8 @@ func (a *admin) do(ctx context.Context, req request) response {
 	var resp response
 	lines, err := a.exec(ctx, withResponse(req, &resp))
 	if err != nil {
-		return response{Error: oneLine(err.Error())}
+		// Lines stay: check reports what it found and fails.
+		return response{Error: oneLine(err.Error()), Lines: lines}
 	}
 	resp.OK, resp.Lines = true, lines
 	return resp
@@ -54,6 +55,10 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 	}
 	for op, n := range moreOps {
 		want[op] = n
+	}
+	if req.Op == opCheck || req.Op == opCheckRepair {
+		rep, err := a.b.Check(ctx, req.Args, req.Op == opCheckRepair)
+		return checkResult(rep, req.Op == opCheckRepair, err)
 	}
 	n, ok := want[req.Op]
 	if !ok {
@@ -205,6 +210,11 @@ func runAdmin(ctx context.Context, cfg *Config, req request, env cliEnv) error {
 	switch {
 	case errors.Is(err, errNoServer) && req.Op == opStatus && len(req.Args) == 0:
 		return fmt.Errorf("roost is not running on data_dir %s (no server answers on %s)", cfg.DataDir, sock)
+	case errors.Is(err, errNoServer) && (req.Op == opCheck || req.Op == opCheckRepair):
+		resp, err = checkDirect(ctx, cfg, req)
+		if err != nil {
+			return err
+		}
 	case errors.Is(err, errNoServer):
 		resp, err = runDirect(ctx, cfg, req)
 		if err != nil {
@@ -236,7 +246,7 @@ func prepareRequest(req *request, env cliEnv) error {
 			return err
 		}
 		req.Args[0] = n
-	case opUserAdd, opUserPasswd, opUserDel, opAliasAdd, opAliasDel, opCompact:
+	case opUserAdd, opUserPasswd, opUserDel, opAliasAdd, opAliasDel, opCheck, opCheckRepair, opCompact:
 		for i, a := range req.Args {
 			n, err := backend.NormalizeAddress(a)
 			if err != nil {
@@ -351,29 +361,25 @@ func runRestore(ctx context.Context, cfg *Config, dir string, env cliEnv) error 
 }
 
 // checkStore is the store consistency check a restore runs on the
-// restored copy before accepting it. For now it opens the copy as the
-// server would (bbolt checks each file's meta pages) and reads every
-// account; `roost check` (the full consistency checker) belongs here.
+// restored copy before accepting it: the store checker (roost check) on
+// the copy opened read-only. Any violation refuses the restore; the
+// message names the first few.
 func checkStore(ctx context.Context, cfg *Config, dir string) error {
-	b, err := backend.New(backend.Options{
-		DataDir:   dir,
-		Shards:    cfg.Shards,
-		Hostname:  cfg.Hostname,
-		MustExist: true,
-		Logger:    slog.New(slog.DiscardHandler),
-	})
+	st, err := store.Open(store.Options{Dir: dir, Shards: cfg.Shards, ReadOnly: true, MustExist: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return err
 	}
-	defer b.Close()
-	users, err := b.Users(ctx)
+	defer st.Close()
+	rep, err := st.Check(ctx, nil, false)
 	if err != nil {
-		return err
+		return fmt.Errorf("store check: %w", err)
 	}
-	for _, u := range users {
-		if _, err := b.LookupUser(ctx, u.Address); err != nil {
-			return fmt.Errorf("account %s: %w", u.Address, err)
+	if n := rep.Unrepaired(); n > 0 {
+		var first []string
+		for _, v := range rep.Violations[:min(3, len(rep.Violations))] {
+			first = append(first, v.String())
 		}
+		return fmt.Errorf("store check: %d problems in the backup (roost check on it lists them all), first: %s", n, strings.Join(first, "; "))
 	}
 	return nil
 }

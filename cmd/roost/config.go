@@ -126,6 +126,7 @@ type SMTPConfig struct {
 	DataTimeout         time.Duration `koanf:"data_timeout"`
 	MaxConnections      int           `koanf:"max_connections"`
 	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
+	MaxUnauthenticated  int           `koanf:"max_unauthenticated" min:"0"` // 0: no cap
 	MaxErrors           int           `koanf:"max_errors"`
 }
 
@@ -140,6 +141,7 @@ type SubmissionConfig struct {
 	DataTimeout         time.Duration `koanf:"data_timeout"`
 	MaxConnections      int           `koanf:"max_connections"`
 	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
+	MaxUnauthenticated  int           `koanf:"max_unauthenticated" min:"0"` // 0: no cap
 	MaxErrors           int           `koanf:"max_errors"`
 	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
 }
@@ -175,19 +177,21 @@ func (c OutboundConfig) retrySchedule() ([]time.Duration, error) {
 
 // IMAPConfig is [imap].
 type IMAPConfig struct {
-	Listen              string        `koanf:"listen" listen:"tcp"`
-	TLSListen           string        `koanf:"tls_listen" listen:"tcp"`
-	MaxConnections      int           `koanf:"max_connections"`
-	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
-	IdleTimeout         time.Duration `koanf:"idle_timeout"`
-	LoginTimeout        time.Duration `koanf:"login_timeout"`
-	AppendLimit         int64         `koanf:"append_limit"`
-	MaxPendingUpdates   int           `koanf:"max_pending_updates"`
-	MaxLineLength       int           `koanf:"max_line_length" min:"8000" max:"1048576"` // RFC 9051 §4
-	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
-	MaxBadCommands      int           `koanf:"max_bad_commands"`
-	Compress            bool          `koanf:"compress"`
-	CommandTimeout      time.Duration `koanf:"command_timeout"`
+	Listen                  string        `koanf:"listen" listen:"tcp"`
+	TLSListen               string        `koanf:"tls_listen" listen:"tcp"`
+	MaxConnections          int           `koanf:"max_connections"`
+	MaxConnectionsPerIP     int           `koanf:"max_connections_per_ip"`
+	MaxUnauthenticated      int           `koanf:"max_unauthenticated" min:"0"` // 0: no cap
+	IdleTimeout             time.Duration `koanf:"idle_timeout"`
+	LoginTimeout            time.Duration `koanf:"login_timeout"`
+	AppendLimit             int64         `koanf:"append_limit"`
+	MaxPendingUpdates       int           `koanf:"max_pending_updates"`
+	MaxPendingNotifications int           `koanf:"max_pending_notifications"`
+	MaxLineLength           int           `koanf:"max_line_length" min:"8000" max:"1048576"` // RFC 9051 §4
+	AuthFailureDelay        time.Duration `koanf:"auth_failure_delay" min:"0"`
+	MaxBadCommands          int           `koanf:"max_bad_commands"`
+	Compress                bool          `koanf:"compress"`
+	CommandTimeout          time.Duration `koanf:"command_timeout"`
 }
 
 // POP3Config is [pop3].
@@ -197,7 +201,9 @@ type POP3Config struct {
 	KeepFlags           bool          `koanf:"keep_flags"`
 	MaxConnections      int           `koanf:"max_connections"`
 	MaxConnectionsPerIP int           `koanf:"max_connections_per_ip"`
+	MaxUnauthenticated  int           `koanf:"max_unauthenticated" min:"0"` // 0: no cap
 	IdleTimeout         time.Duration `koanf:"idle_timeout"`
+	CommandTimeout      time.Duration `koanf:"command_timeout"`
 	MaxLineLength       int           `koanf:"max_line_length" min:"8"`
 	MaxFailedLogins     int           `koanf:"max_failed_logins"`
 	AuthFailureDelay    time.Duration `koanf:"auth_failure_delay" min:"0"`
@@ -269,6 +275,7 @@ func defaultConfig() Config {
 		DataTimeout:         5 * time.Minute,
 		MaxConnections:      1000,
 		MaxConnectionsPerIP: 20,
+		MaxUnauthenticated:  500,
 		MaxErrors:           10,
 	}
 	lmtp := smtp
@@ -283,6 +290,7 @@ func defaultConfig() Config {
 		DataTimeout:         smtp.DataTimeout,
 		MaxConnections:      smtp.MaxConnections,
 		MaxConnectionsPerIP: smtp.MaxConnectionsPerIP,
+		MaxUnauthenticated:  smtp.MaxUnauthenticated,
 		MaxErrors:           smtp.MaxErrors,
 		AuthFailureDelay:    2 * time.Second,
 	}
@@ -305,26 +313,30 @@ func defaultConfig() Config {
 			MXPort:                25,
 		},
 		IMAP: IMAPConfig{
-			Listen:              "127.0.0.1:1143",
-			TLSListen:           "127.0.0.1:1993",
-			MaxConnections:      1000,
-			MaxConnectionsPerIP: 50,
-			IdleTimeout:         30 * time.Minute,
-			LoginTimeout:        60 * time.Second,
-			AppendLimit:         50 << 20,
-			MaxPendingUpdates:   10000,
-			MaxLineLength:       65536,
-			AuthFailureDelay:    2 * time.Second,
-			MaxBadCommands:      20,
-			Compress:            true,
-			CommandTimeout:      60 * time.Second,
+			Listen:                  "127.0.0.1:1143",
+			TLSListen:               "127.0.0.1:1993",
+			MaxConnections:          1000,
+			MaxConnectionsPerIP:     50,
+			MaxUnauthenticated:      500,
+			IdleTimeout:             30 * time.Minute,
+			LoginTimeout:            60 * time.Second,
+			AppendLimit:             50 << 20,
+			MaxPendingUpdates:       10000,
+			MaxPendingNotifications: 1000,
+			MaxLineLength:           65536,
+			AuthFailureDelay:        2 * time.Second,
+			MaxBadCommands:          20,
+			Compress:                true,
+			CommandTimeout:          60 * time.Second,
 		},
 		POP3: POP3Config{
 			Listen:              "127.0.0.1:1110",
 			TLSListen:           "127.0.0.1:1995",
 			MaxConnections:      1000,
 			MaxConnectionsPerIP: 20,
+			MaxUnauthenticated:  500,
 			IdleTimeout:         10 * time.Minute,
+			CommandTimeout:      60 * time.Second,
 			MaxLineLength:       255,
 			MaxFailedLogins:     3,
 			AuthFailureDelay:    2 * time.Second,

@@ -23,8 +23,11 @@ package main
 // backup (args: an absolute directory), compact (args: none, or an
 // address), queue.list, queue.show, queue.retry and queue.delete (args: a
 // queue ID), and the import.* and export.* ops of roost import and export
-// (see migrate.go). "lines" is what the CLI prints. Before its answer, a
-// long operation (compact) may send progress lines, which the client shows:
+// (see migrate.go), check and check.repair (args: the addresses to check,
+// none for all; "lines" holds the violations found and a summary, and
+// "ok" is false when some remain). "lines" is what the CLI prints, also
+// when "ok" is false. Before its answer, a long operation (compact) may
+// send progress lines, which the client shows:
 //
 //	← {"progress":{"done":1048576,"total":56623104}}
 //
@@ -70,6 +73,9 @@ const (
 	opQueueRetry  = "queue.retry"
 	opQueueDelete = "queue.delete"
 	opCompact     = "compact"
+	// opCheck and opCheckRepair take any number of addresses.
+	opCheck       = "check"
+	opCheckRepair = "check.repair"
 )
 
 // controlSocketName is the socket's file name inside data_dir.

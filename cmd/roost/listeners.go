@@ -55,6 +55,8 @@ func frontEnds(d deps) ([]endpoint, error) {
 			MaxRecipients:    c.MaxRecipients,
 			MaxLineLength:    c.MaxLineLength,
 			MaxErrors:        c.MaxErrors,
+			// 0 in the config is no cap: negative for the server.
+			MaxUnauthenticated: noCap(c.MaxUnauthenticated),
 			// [accounts] over_quota: "defer" (452 4.2.2) or "reject" (552 5.2.2).
 			OverQuotaPermanent: cfg.Accounts.OverQuota == "reject",
 			Logger:             d.log.With("service", service),
@@ -88,6 +90,7 @@ func frontEnds(d deps) ([]endpoint, error) {
 			DataTimeout:         c.DataTimeout,
 			MaxConnections:      c.MaxConnections,
 			MaxConnectionsPerIP: c.MaxConnectionsPerIP,
+			MaxUnauthenticated:  c.MaxUnauthenticated,
 			MaxErrors:           c.MaxErrors,
 		}, false, "submission")
 		o.Submission = &lmtp.SubmissionOptions{
@@ -113,19 +116,21 @@ func frontEnds(d deps) ([]endpoint, error) {
 
 	if c := cfg.POP3; c.Listen != "" || c.TLSListen != "" {
 		srv, err := pop3d.New(pop3d.Options{
-			Backend:          d.backend,
-			Hostname:         cfg.Hostname,
-			TLSConfig:        d.tls,
-			Plaintext:        d.plaintext,
-			MaxConns:         c.MaxConnections,
-			MaxConnsPerIP:    c.MaxConnectionsPerIP,
-			HandshakeTimeout: cfg.TLS.HandshakeTimeout,
-			IdleTimeout:      c.IdleTimeout,
-			MaxLineLength:    c.MaxLineLength,
-			MaxFailedLogins:  c.MaxFailedLogins,
-			AuthFailureDelay: noDelay(c.AuthFailureDelay),
-			KeepFlags:        c.KeepFlags,
-			Logger:           d.log.With("service", "pop3"),
+			Backend:            d.backend,
+			Hostname:           cfg.Hostname,
+			TLSConfig:          d.tls,
+			Plaintext:          d.plaintext,
+			MaxConns:           c.MaxConnections,
+			MaxConnsPerIP:      c.MaxConnectionsPerIP,
+			MaxUnauthenticated: noCap(c.MaxUnauthenticated),
+			HandshakeTimeout:   cfg.TLS.HandshakeTimeout,
+			IdleTimeout:        c.IdleTimeout,
+			CommandTimeout:     c.CommandTimeout,
+			MaxLineLength:      c.MaxLineLength,
+			MaxFailedLogins:    c.MaxFailedLogins,
+			AuthFailureDelay:   noDelay(c.AuthFailureDelay),
+			KeepFlags:          c.KeepFlags,
+			Logger:             d.log.With("service", "pop3"),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("[pop3]: %w", err)
@@ -135,4 +140,13 @@ func frontEnds(d deps) ([]endpoint, error) {
 			endpoint{name: "pop3s", key: "pop3.tls_listen", addr: c.TLSListen, tls: true, server: srv})
 	}
 	return eps, nil
+}
+
+// noCap maps a configured cap where 0 means "no cap" onto a server option
+// where 0 means the default and a negative value none.
+func noCap(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -15,23 +15,26 @@ func imapEndpoints(d deps) ([]endpoint, error) {
 		return nil, nil
 	}
 	srv, err := imapd.New(imapd.Options{
-		Backend:           d.backend,
-		Hostname:          d.cfg.Hostname,
-		TLSConfig:         d.tls,
-		Plaintext:         d.plaintext,
-		MaxConns:          c.MaxConnections,
-		MaxConnsPerIP:     c.MaxConnectionsPerIP,
-		HandshakeTimeout:  d.cfg.TLS.HandshakeTimeout,
-		LoginTimeout:      c.LoginTimeout,
-		IdleTimeout:       c.IdleTimeout,
-		AppendLimit:       c.AppendLimit,
-		AuthFailureDelay:  noDelay(c.AuthFailureDelay),
-		MaxPendingUpdates: c.MaxPendingUpdates,
-		MaxLineLength:     c.MaxLineLength,
-		MaxBadCommands:    c.MaxBadCommands,
-		DisableCompress:   !c.Compress,
-		CommandTimeout:    c.CommandTimeout,
-		Logger:            d.log.With("service", "imap"),
+		Backend:       d.backend,
+		Hostname:      d.cfg.Hostname,
+		TLSConfig:     d.tls,
+		Plaintext:     d.plaintext,
+		MaxConns:      c.MaxConnections,
+		MaxConnsPerIP: c.MaxConnectionsPerIP,
+		// 0 in the config is no cap: negative for the server.
+		MaxUnauthenticated:      noCap(c.MaxUnauthenticated),
+		HandshakeTimeout:        d.cfg.TLS.HandshakeTimeout,
+		LoginTimeout:            c.LoginTimeout,
+		IdleTimeout:             c.IdleTimeout,
+		AppendLimit:             c.AppendLimit,
+		AuthFailureDelay:        noDelay(c.AuthFailureDelay),
+		MaxPendingUpdates:       c.MaxPendingUpdates,
+		MaxPendingNotifications: c.MaxPendingNotifications,
+		MaxLineLength:           c.MaxLineLength,
+		MaxBadCommands:          c.MaxBadCommands,
+		DisableCompress:         !c.Compress,
+		CommandTimeout:          c.CommandTimeout,
+		Logger:                  d.log.With("service", "imap"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("[imap]: %w", err)

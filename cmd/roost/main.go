@@ -45,6 +45,9 @@ Usage:
   roost alias del ALIAS            remove an alias
   roost alias list                 list aliases: ALIAS, then its account
   roost backup DIR                 write a consistent copy of the store into DIR, with a manifest
+  roost check [--repair] [ADDRESS...]
+                                   verify the store (all accounts, or those given);
+                                   --repair fixes counters, references and orphans
   roost restore DIR                check the backup in DIR and restore it into an empty data_dir (server stopped)
   roost compact [ADDRESS]          rewrite mail files to give back the space of deleted mail
                                    (one account's, or all); the server may keep running
@@ -148,7 +151,7 @@ func oneLine(s string) string {
 // passes on in place; true marks one that takes a value.
 var commandFlags = map[string]bool{
 	"--messages": true, "--reject-mail": false, "--mailbox": true, "--mboxo": false,
-	"--layout": true, "--json": false,
+	"--layout": true, "--json": false, "--repair": false,
 }
 
 // splitGlobalFlags takes --config FILE (also --config=FILE, -config) and
@@ -245,6 +248,15 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 	case "dns":
 		if err := wantArgs(args, 1, "dns DOMAIN"); err != nil {
 			return err
+		}
+	case "check":
+		req = request{Op: opCheck}
+		for _, a := range args {
+			if a == "--repair" {
+				req.Op = opCheckRepair
+				continue
+			}
+			req.Args = append(req.Args, a)
 		}
 	case "dkim":
 		if len(args) == 0 || args[0] != "generate" {

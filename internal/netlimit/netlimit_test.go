@@ -85,3 +85,41 @@ func TestLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestPreAuth(t *testing.T) {
+	p := NewPreAuth(2)
+	evicted := make(chan int, 10)
+	admit := func(i int) *Ticket { return p.Admit(func() { evicted <- i }) }
+	t1, t2 := admit(1), admit(2)
+	if p.Waiting() != 2 {
+		t.Fatalf("waiting %d, want 2", p.Waiting())
+	}
+	t3 := admit(3) // over the cap: the oldest goes
+	if got := <-evicted; got != 1 {
+		t.Fatalf("evicted %d, want 1 (the oldest)", got)
+	}
+	if t1.Done() {
+		t.Error("Done of an evicted ticket reported true")
+	}
+	if !t2.Done() || !t2.Done() {
+		t.Error("Done of a waiting ticket (twice) reported false")
+	}
+	// A logged-in connection no longer counts: two more fit beside t3.
+	t4 := admit(4)
+	if p.Waiting() != 2 || len(evicted) != 0 {
+		t.Fatalf("waiting %d, %d evicted; want 2, none", p.Waiting(), len(evicted))
+	}
+	admit(5)
+	if got := <-evicted; got != 3 {
+		t.Fatalf("evicted %d, want 3", got)
+	}
+	t3.Done()
+	t4.Done()
+	if p.Evicted() != 2 || p.Waiting() != 1 {
+		t.Errorf("Evicted %d, Waiting %d; want 2, 1", p.Evicted(), p.Waiting())
+	}
+	var none *PreAuth = NewPreAuth(0)
+	if tk := none.Admit(func() { t.Error("evicted without a cap") }); !tk.Done() || none.Waiting() != 0 {
+		t.Error("a nil PreAuth is not a no-op")
+	}
+}
