@@ -93,11 +93,14 @@ func TestCrashSafety(t *testing.T) {
 	}
 }
 
-// verifyStoreAfterCrash checks the stopped instance's store against the
-// ledger. (When `roost check`, the store checker, is available, run it
-// here as well: in.mustRun("", "check").)
+// verifyStoreAfterCrash checks the stopped instance's store: `roost check`
+// (the store checker) finds nothing wrong, and its mail agrees with the
+// ledger.
 func verifyStoreAfterCrash(t *testing.T, in *instance, rcpts []string, l *crashLedger, round int) {
 	t.Helper()
+	if res := in.run("", "check"); res.code != 0 {
+		t.Fatalf("round %d: roost check after the restart: exit %d\n%s%s", round, res.code, res.stdout, res.stderr)
+	}
 	b := openBackend(t, in.dataDir)
 	defer b.Close()
 	ctx := context.Background()
