@@ -112,6 +112,11 @@ type Options struct {
 	DefaultQuota Limits
 	// NoSync skips fsync (tests only).
 	NoSync bool
+	// IdleClose, MaxOpenFiles and TombstoneRetention are the store's
+	// (store.Options; zero: its defaults).
+	IdleClose          time.Duration
+	MaxOpenFiles       int
+	TombstoneRetention time.Duration
 	// MustExist makes New fail with ErrNoStore where DataDir holds no
 	// store, instead of creating one (for admin tools).
 	MustExist bool
@@ -174,7 +179,8 @@ func New(opts Options) (*Backend, error) {
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()
 	}
-	st, err := store.Open(store.Options{Dir: opts.DataDir, Shards: opts.Shards, NoSync: opts.NoSync, MustExist: opts.MustExist, Logger: opts.Logger})
+	st, err := store.Open(store.Options{Dir: opts.DataDir, Shards: opts.Shards, NoSync: opts.NoSync, MustExist: opts.MustExist, Logger: opts.Logger,
+		IdleClose: opts.IdleClose, MaxOpenFiles: opts.MaxOpenFiles, TombstoneRetention: opts.TombstoneRetention})
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +218,13 @@ func (b *Backend) Close() error {
 	b.inflight.Wait()
 	return errors.Join(b.queue.Close(), b.store.Close())
 }
+
+// StoreSyncs returns how many fsyncs the store has issued for mail
+// (store.Store.Syncs), for the roost_store_syncs_total metric.
+func (b *Backend) StoreSyncs() uint64 { return b.store.Syncs() }
+
+// OpenMailFiles returns how many mail files the store has open.
+func (b *Backend) OpenMailFiles() int { return b.store.OpenFiles() }
 
 // Hostname returns the configured host name.
 func (b *Backend) Hostname() string { return b.opts.Hostname }
@@ -426,6 +439,66 @@ func (b *Backend) DeleteAlias(ctx context.Context, alias string) error {
 // Aliases lists aliases and their targets, sorted by alias.
 func (b *Backend) Aliases(ctx context.Context) ([][2]string, error) { return b.store.Aliases() }
 
+// Compacted is what compacting one mail file did.
+type Compacted = store.CompactResult
+
+// Compact rewrites the mail file of the account at address (all mail files
+// when address is "") to give back the space of deleted mail, while the
+// server runs: writes to the file wait while it is copied, reads go on.
+// progress, if not nil, gets the bytes copied so far over all files and
+// the estimated total. With shared files ([shards]), the account's file is
+// the one it shares.
+func (b *Backend) Compact(ctx context.Context, address string, progress func(done, total int64)) ([]Compacted, error) {
+	var accts []store.Account
+	if address == "" {
+		var err error
+		if accts, err = b.store.CompactFiles(); err != nil {
+			return nil, err
+		}
+	} else {
+		addr, err := NormalizeAddress(address)
+		if err != nil {
+			return nil, err
+		}
+		acct, err := b.store.Account(addr)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrNoSuchUser, addr)
+		}
+		accts = []store.Account{acct}
+	}
+	// The total is the files' sizes: an upper bound of what is copied.
+	sizes := make([]int64, len(accts))
+	var total int64
+	for i, a := range accts {
+		sizes[i] = b.store.MailFileSize(a.ID)
+		total += sizes[i]
+	}
+	var out []Compacted
+	var base int64
+	for i, a := range accts {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		var cb func(done, _ int64)
+		if progress != nil {
+			cb = func(done, _ int64) { progress(base+min(done, sizes[i]), total) }
+		}
+		res, err := b.store.Compact(a.ID, cb)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return out, err
+		}
+		base += sizes[i]
+		out = append(out, res)
+	}
+	if progress != nil {
+		progress(total, total)
+	}
+	return out, nil
+}
+
 // Backup writes a consistent copy of the whole store, the outbound queue
 // included, into dir while the server runs, with a manifest
 // (store.Backup); store.Restore puts it back.
@@ -433,11 +506,22 @@ func (b *Backend) Backup(ctx context.Context, dir string) error {
 	return b.store.Backup(dir, b.queue)
 }
 
-// user returns the User for an account record.
+// user returns the User for an account record. It holds the account's
+// mail file open until User.Release.
 func (b *Backend) user(acct store.Account) (*User, error) {
 	ms, err := b.store.Mailstore(acct.ID)
+	if errors.Is(err, store.ErrAccountDeleted) {
+		return nil, fmt.Errorf("%w: %s", ErrNoSuchUser, acct.Address)
+	}
 	if err != nil {
 		return nil, err
+	}
+	release, err := ms.Hold()
+	if errors.Is(err, store.ErrAccountDeleted) {
+		return nil, fmt.Errorf("%w: %s", ErrNoSuchUser, acct.Address)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open mail of %s: %w", acct.Address, err)
 	}
 	b.mu.Lock()
 	gone := b.gone[acct.ID]
@@ -447,11 +531,11 @@ func (b *Backend) user(acct store.Account) (*User, error) {
 	}
 	b.mu.Unlock()
 	b.purgerOf(acct.ID, ms) // the first User of the account empties what a restart left pending
-	return &User{b: b, acct: acct, ms: ms, gone: gone}, nil
+	return &User{b: b, acct: acct, ms: ms, gone: gone, release: release}, nil
 }
 
 // LookupUser returns the User of an existing account, without a password
-// (for trusted callers: delivery, admin tools, tests).
+// (for trusted callers: delivery, admin tools, tests). Release it when done.
 func (b *Backend) LookupUser(ctx context.Context, address string) (*User, error) {
 	addr, err := NormalizeAddress(address)
 	if err != nil {

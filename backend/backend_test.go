@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -561,5 +563,78 @@ func TestUserGoneClosedOnDelete(t *testing.T) {
 	case <-u3.Gone():
 		t.Error("re-created account starts gone")
 	default:
+	}
+}
+
+// TestDeletedAccountStaysDeleted: mail for an account deleted after RCPT
+// (the recipient was resolved before) is refused with ErrNoSuchUser, and
+// its mail file or bucket is not re-created. With a file per account, the
+// file stays while a session holds it and goes with the last Release; a
+// deletion that a restart interrupted is finished by the next start.
+func TestDeletedAccountStaysDeleted(t *testing.T) {
+	for _, shards := range []int{0, 2} {
+		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) {
+			dir := t.TempDir()
+			b := newTestBackend(t, Options{DataDir: dir, Shards: shards})
+			ctx := context.Background()
+			u := mustUser(t, b, "gone@example.org")
+			mustUser(t, b, "stays@example.org").Release()
+			acct, _ := b.store.Account("gone@example.org")
+			file := filepath.Join(dir, "accounts", fmt.Sprintf("%d.db", acct.ID))
+			r, err := b.ResolveRecipient(ctx, "gone@example.org")
+			if err != nil {
+				t.Fatal(err)
+			}
+			deliver(t, b, "Subject: before\r\n\r\nx\r\n", "gone@example.org")
+			if err := b.DeleteUser(ctx, "gone@example.org"); err != nil {
+				t.Fatal(err)
+			}
+			if errs := b.Deliver(ctx, []byte("Subject: after\r\n\r\nx\r\n"), []Recipient{r}); !errors.Is(errs[0], ErrNoSuchUser) {
+				t.Fatalf("delivery to the deleted account: %v, want ErrNoSuchUser", errs[0])
+			}
+			if _, err := u.Mailbox(Inbox); err == nil {
+				t.Fatal("the deleted account's session still reads its INBOX")
+			}
+			if shards == 0 {
+				if _, err := os.Stat(file); err != nil {
+					t.Fatalf("file removed while a session holds it: %v", err)
+				}
+			}
+			u.Release()
+			u.Release() // a second call does nothing
+			if shards == 0 {
+				if _, err := os.Stat(file); !os.IsNotExist(err) {
+					t.Fatalf("file still there after the last Release: %v", err)
+				}
+			}
+			if _, err := b.LookupUser(ctx, "gone@example.org"); !errors.Is(err, ErrNoSuchUser) {
+				t.Fatalf("LookupUser after delete: %v", err)
+			}
+			// The same address again is a new, empty account.
+			nu := mustUser(t, b, "gone@example.org")
+			if mb, err := nu.Mailbox(Inbox); err != nil || mb.Messages != 0 {
+				t.Fatalf("re-created account's INBOX: %+v, %v", mb, err)
+			}
+			nu.Release()
+
+			// Deleted while held, then the process ends: the next start
+			// removes the file.
+			h := mustUser(t, b, "held@example.org")
+			hacct, _ := b.store.Account("held@example.org")
+			if err := b.DeleteUser(ctx, "held@example.org"); err != nil {
+				t.Fatal(err)
+			}
+			_ = h // never released
+			b.Close()
+			b2 := newTestBackend(t, Options{DataDir: dir, Shards: shards})
+			if shards == 0 {
+				if _, err := os.Stat(filepath.Join(dir, "accounts", fmt.Sprintf("%d.db", hacct.ID))); !os.IsNotExist(err) {
+					t.Fatalf("deleted account's file survived a restart: %v", err)
+				}
+			}
+			if _, err := b2.LookupUser(ctx, "stays@example.org"); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

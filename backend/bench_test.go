@@ -38,6 +38,7 @@ func BenchmarkDeliver(b *testing.B) {
 				}
 			}
 			b.SetBytes(int64(len(body)))
+			syncs0 := be.store.Syncs()
 			b.ResetTimer()
 			var n atomic.Int64
 			deliverOne := func() {
@@ -59,6 +60,9 @@ func BenchmarkDeliver(b *testing.B) {
 				})
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			if syncs := be.store.Syncs() - syncs0; syncs > 0 {
+				b.ReportMetric(float64(b.N)/float64(syncs), "msgs/sync")
+			}
 		})
 	}
 }

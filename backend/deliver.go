@@ -110,6 +110,14 @@ func (b *Backend) Deliver(ctx context.Context, body []byte, rcpts []Recipient) [
 		byAccount[r.acct.ID] = append(byAccount[r.acct.ID], i)
 	}
 	now := time.Now()
+	if len(order) == 1 {
+		// One account (most mail): no goroutine to hand it to and back.
+		err := b.deliverTo(order[0], body, parsed, now)
+		for _, i := range byAccount[order[0].ID] {
+			results[i] = err
+		}
+		return results
+	}
 	var wg sync.WaitGroup
 	for _, acct := range order {
 		wg.Add(1)
@@ -130,11 +138,18 @@ func (b *Backend) deliverTo(acct store.Account, body, parsed []byte, now time.Ti
 		return fmt.Errorf("deliver: unresolved recipient")
 	}
 	ms, err := b.store.Mailstore(acct.ID)
+	if errors.Is(err, store.ErrAccountDeleted) {
+		// Deleted since RCPT: the mail is refused, not stored (550 5.1.1).
+		return fmt.Errorf("%w: %s (deleted)", ErrNoSuchUser, acct.Address)
+	}
 	if err != nil {
 		return fmt.Errorf("deliver to %s: %w", acct.Address, err)
 	}
 	quota := b.limits(acct)
 	res, err := ms.Append(Inbox, store.NewMessage{Body: body, Parsed: parsed, InternalDate: now}, quota)
+	if errors.Is(err, store.ErrAccountDeleted) {
+		return fmt.Errorf("%w: %s (deleted)", ErrNoSuchUser, acct.Address)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		// INBOX can never be deleted; recreate it if a damaged file lacks it.
 		if _, cerr := ms.CreateMailbox(Inbox, ""); cerr == nil || errors.Is(cerr, store.ErrExists) {
@@ -144,6 +159,9 @@ func (b *Backend) deliverTo(acct store.Account, body, parsed []byte, now time.Ti
 	if err != nil {
 		if errors.Is(err, store.ErrOverQuota) {
 			return fmt.Errorf("%w: %s", ErrOverQuota, acct.Address)
+		}
+		if errors.Is(err, store.ErrAccountDeleted) {
+			return fmt.Errorf("%w: %s (deleted)", ErrNoSuchUser, acct.Address)
 		}
 		return fmt.Errorf("deliver to %s: %w", acct.Address, err)
 	}

@@ -16,10 +16,11 @@ import (
 // User is an authenticated account: the handle through which a session
 // reads and changes its mail. It is safe for concurrent use.
 type User struct {
-	b    *Backend
-	acct store.Account
-	ms   *store.Mailstore
-	gone chan struct{}
+	b       *Backend
+	acct    store.Account
+	ms      *store.Mailstore
+	gone    chan struct{}
+	release func() // lets go of the account's mail file (store.Mailstore.Hold)
 
 	mu   sync.Mutex
 	pins map[*Pin]struct{} // open Pins taken through this handle; Release closes them
@@ -30,12 +31,14 @@ type User struct {
 // on every later command.
 func (u *User) Gone() <-chan struct{} { return u.gone }
 
-// Release tells the backend a session is done with this handle, so the
-// account's mail file may be closed when idle or removed once the account
-// is deleted. Sessions (IMAP, POP3, submission) call it exactly when they
-// end; it is safe to call more than once. It closes the Pins the session
-// left open, so that a session that ends abruptly cannot keep expunged
-// bodies for good.
+// Release tells the backend a session is done with this handle: until
+// then the account's mail file stays open (it is never closed under a
+// session); after it the file may be closed when idle ([store] idle_close,
+// max_open_files), and a deleted account's file is removed once its last
+// session has released it. It also closes the Pins the session left open,
+// so that a session that ends abruptly cannot keep expunged bodies for
+// good. Sessions (IMAP, POP3, submission) call it exactly once, when they
+// end; more calls do nothing. The User must not be used after it.
 func (u *User) Release() {
 	u.mu.Lock()
 	pins := make([]*Pin, 0, len(u.pins))
@@ -45,6 +48,9 @@ func (u *User) Release() {
 	u.mu.Unlock()
 	for _, p := range pins {
 		p.Close()
+	}
+	if u.release != nil {
+		u.release()
 	}
 }
 

@@ -992,6 +992,39 @@ func must(t testing.TB, err error) {
 	}
 }
 
+// TestDeletedBetweenRcptAndData: an account deleted after its RCPT was
+// accepted gets "550 5.1.1" after DATA, over LMTP (per recipient: the
+// other still gets its copy) and over SMTP; nothing is stored for it.
+func TestDeletedBetweenRcptAndData(t *testing.T) {
+	for _, lmtp := range []bool{true, false} {
+		t.Run(fmt.Sprintf("lmtp=%v", lmtp), func(t *testing.T) {
+			e := newEnv(t, envOptions{opts: Options{LMTP: lmtp}})
+			c := e.dial()
+			if lmtp {
+				c.cmd("LHLO mta.example", "250 ")
+			} else {
+				c.cmd("EHLO mta.example", "250 ")
+			}
+			c.cmd("MAIL FROM:<sender@remote.example>", "250 ")
+			c.cmd("RCPT TO:<bob@example.org>", "250 ")
+			if lmtp {
+				c.cmd("RCPT TO:<alice@example.org>", "250 ")
+			}
+			must(t, e.be.DeleteUser(context.Background(), "bob@example.org"))
+			replies := c.data(sampleMessage("for a deleted account"), map[bool]int{true: 2, false: 1}[lmtp])
+			if !strings.HasPrefix(replies[0], "550 5.1.1 ") {
+				t.Fatalf("reply for the deleted account: %q, want 550 5.1.1", replies[0])
+			}
+			if lmtp && !strings.HasPrefix(replies[1], "250 2.0.0 <alice@example.org> ") {
+				t.Fatalf("reply for alice: %q", replies[1])
+			}
+			if _, err := e.be.LookupUser(context.Background(), "bob@example.org"); !errors.Is(err, backend.ErrNoSuchUser) {
+				t.Fatalf("deleted account came back: %v", err)
+			}
+		})
+	}
+}
+
 // TestLeadingWhiteSpace: a message whose first line starts with white
 // space would continue the Received header Roost puts in front of it
 // (RFC 5322 §2.2.3), letting the sender write into it; it is refused like

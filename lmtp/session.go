@@ -225,6 +225,9 @@ func (s *Server) deliveryReply(err error, queueID string) *smtp.SMTPError {
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + queueID}
 	case errors.Is(err, backend.ErrOverQuota):
 		return s.overQuotaReply()
+	case errors.Is(err, backend.ErrNoSuchUser):
+		// The account was deleted between RCPT and the end of DATA.
+		return replyNoSuchUser
 	case errors.Is(err, backend.ErrTooBig):
 		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message too big"}
 	}

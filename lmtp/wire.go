@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/roostmail/roost/internal/netlimit"
@@ -48,7 +49,8 @@ import (
 // the EHLO keywords when it is offered.
 type wire struct {
 	srv         *Server
-	raw         net.Conn // the accepted connection (closing it frees its netlimit slot)
+	raw         net.Conn        // the accepted connection (closing it frees its netlimit slot)
+	rawTCP      syscall.RawConn // its socket, for ackNow; nil when not TCP
 	id          uint64
 	log         *slog.Logger
 	implicitTLS bool
@@ -140,6 +142,7 @@ func newWire(s *Server, c net.Conn, implicitTLS bool) *wire {
 	w := &wire{
 		srv:         s,
 		raw:         c,
+		rawTCP:      rawTCP(c),
 		conn:        c,
 		id:          id,
 		implicitTLS: implicitTLS,
@@ -584,6 +587,11 @@ func (w *wire) fill(m mode) error {
 	w.waiting = false
 	w.mu.Unlock()
 	w.n += n
+	if n > 0 && m != modeCommand {
+		// Message data: the reply comes only after the end, so nothing
+		// would carry the ACK of these bytes (see ackNow).
+		ackNow(w.rawTCP)
+	}
 	if n > 0 || err == nil {
 		return nil // an error comes back on the next read
 	}

@@ -75,8 +75,12 @@ type session struct {
 
 	user    *backend.User
 	release func() // the maildrop lock
-	mbox    backend.Mailbox
-	msgs    []message
+	// gone is set when the account is deleted during the session
+	// (backend.User.Gone); stopGone ends the goroutine that watches.
+	gone     atomic.Bool
+	stopGone chan struct{}
+	mbox     backend.Mailbox
+	msgs     []message
 
 	lineBuf []byte
 	copyBuf []byte
@@ -158,6 +162,9 @@ func (s *session) run() {
 		switch {
 		case errors.Is(err, errLineTooLong):
 			s.fail("line too long (at most %d octets with CRLF, RFC 2449 §4)", s.opts.MaxLineLength)
+		case s.gone.Load():
+			s.accountGone()
+			return
 		case err != nil:
 			s.readFailed(err)
 			return
@@ -216,6 +223,14 @@ func (s *session) readFailed(err error) {
 	}
 }
 
+// accountGone ends the session of an account that has been deleted: its
+// mail is gone, every later command would fail. Nothing is expunged.
+func (s *session) accountGone() {
+	s.log.Info("account deleted; closing the session")
+	s.fail("[SYS/PERM] this account has been deleted")
+	s.bw.Flush()
+}
+
 func (s *session) shutdownNotice() {
 	s.log.Info("closing for server shutdown", "state", s.stateName())
 	s.fail("[SYS/TEMP] server shutting down, try again later")
@@ -236,6 +251,12 @@ func (s *session) end() {
 	if s.release != nil {
 		s.release()
 		s.release = nil
+	}
+	if s.stopGone != nil {
+		close(s.stopGone)
+	}
+	if s.user != nil {
+		s.user.Release()
 	}
 	s.stop()
 	s.conn.Close()
@@ -280,9 +301,9 @@ func (s *session) armRead() error {
 	if err := s.raw.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout)); err != nil {
 		return err
 	}
-	if s.interrupted() {
-		// Shutdown or eviction may have set its deadline before ours:
-		// look again.
+	if s.gone.Load() || s.interrupted() {
+		// Deletion, shutdown or eviction may have set its deadline
+		// before ours: look again.
 		s.raw.SetReadDeadline(time.Now())
 	}
 	return nil
@@ -544,6 +565,9 @@ func (s *session) login(name, pass string) error {
 	u, err := s.opts.Backend.Login(s.ctx, name, pass, s.remoteIP)
 	if s.ctx.Err() != nil {
 		stop()
+		if err == nil {
+			u.Release()
+		}
 		return s.hungUp()
 	}
 	if err != nil {
@@ -553,6 +577,9 @@ func (s *session) login(name, pass string) error {
 	defer stop()
 	log := s.log.With("user", u.Address())
 	release, err := u.LockMaildrop()
+	if err != nil {
+		u.Release()
+	}
 	if errors.Is(err, backend.ErrInUse) {
 		log.Info("maildrop in use by another session")
 		s.fail("[IN-USE] maildrop already in use by another POP3 session")
@@ -566,16 +593,27 @@ func (s *session) login(name, pass string) error {
 	mbox, msgs, err := loadMaildrop(s.ctx, u)
 	if err != nil && s.ctx.Err() != nil {
 		release()
+		u.Release()
 		return s.hungUp()
 	}
 	if err != nil {
 		release()
+		u.Release()
 		log.Error("open maildrop", "err", err)
 		s.fail("[SYS/TEMP] cannot open maildrop, try again later")
 		return nil
 	}
 	s.user, s.release, s.mbox, s.msgs = u, release, mbox, msgs
 	s.state = stateTransaction
+	s.stopGone = make(chan struct{})
+	go func() {
+		select {
+		case <-u.Gone():
+			s.gone.Store(true)
+			s.Interrupt() // wakes the command read
+		case <-s.stopGone:
+		}
+	}()
 	s.ticket.Done() // if it was evicted meanwhile, the next read ends it
 	if err := s.bw.Flush(); err != nil {
 		return err

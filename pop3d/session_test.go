@@ -1,6 +1,7 @@
 package pop3d
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"slices"
@@ -135,6 +136,24 @@ func TestUIDLStableAcrossRestart(t *testing.T) {
 	if after := c.multiLines("UIDL"); !slices.Equal(after, want) {
 		t.Errorf("UIDL after restart %q, want %q", after, want)
 	}
+}
+
+// TestAccountDeletedDuringSession: when the account is deleted while a
+// POP3 session is in the TRANSACTION state, the session ends at once with
+// -ERR (it is not left answering errors to every command), nothing is
+// expunged, and the maildrop lock and the account's file are let go.
+func TestAccountDeletedDuringSession(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	e.deliver([]byte("Subject: one\r\n\r\nbody\r\n"))
+	c := dial(t, e.addr)
+	c.login()
+	c.expectOK("STAT")
+	if err := e.b.DeleteUser(context.Background(), testUser); err != nil {
+		t.Fatal(err)
+	}
+	// The session is waiting for a command: the deletion wakes it.
+	c.expectClosed([]string{"-ERR [SYS/PERM] this account has been deleted"})
+	e.waitEnded(1)
 }
 
 // A client that closes its side of the connection right after PASS still

@@ -85,13 +85,13 @@ func (s *Store) backupInto(staging string, queue *Queue) error {
 			return fmt.Errorf("backup: %w", err)
 		}
 	}
-	add := func(db *bolt.DB, rel string) error {
+	add := func(view func(func(*bolt.Tx) error) error, rel string) error {
 		if s.backupHook != nil {
 			if err := s.backupHook(rel); err != nil {
 				return fmt.Errorf("backup %s: %w", rel, err)
 			}
 		}
-		f, err := backupDB(db, filepath.Join(staging, rel))
+		f, err := backupDB(view, filepath.Join(staging, rel))
 		if err != nil {
 			return err
 		}
@@ -99,7 +99,7 @@ func (s *Store) backupInto(staging string, queue *Queue) error {
 		m.Files = append(m.Files, f)
 		return nil
 	}
-	if err := add(s.global, globalFileName); err != nil {
+	if err := add(s.global.View, globalFileName); err != nil {
 		return err
 	}
 	accts, err := s.Accounts()
@@ -113,17 +113,18 @@ func (s *Store) backupInto(staging string, queue *Queue) error {
 			continue
 		}
 		done[path] = true
-		ms, err := s.Mailstore(a.ID)
+		f, err := s.acquire(path, 0, false)
 		if err != nil {
 			return fmt.Errorf("backup %s: %w", a.Address, err)
 		}
-		rel, _ := filepath.Rel(s.opts.Dir, path)
-		if err := add(ms.f.db, rel); err != nil {
+		err = add(f.viewDB, f.rel)
+		s.release(f)
+		if err != nil {
 			return err
 		}
 	}
 	if queue != nil {
-		if err := add(queue.f.db, QueueFileName); err != nil {
+		if err := add(queue.f.viewDB, QueueFileName); err != nil {
 			return err
 		}
 	}
@@ -144,9 +145,9 @@ func (s *Store) backupInto(staging string, queue *Queue) error {
 
 // backupDB copies db into path in one read transaction, fsynced, and
 // returns its size and checksum.
-func backupDB(db *bolt.DB, path string) (ManifestFile, error) {
+func backupDB(view func(func(*bolt.Tx) error) error, path string) (ManifestFile, error) {
 	var mf ManifestFile
-	err := db.View(func(tx *bolt.Tx) error {
+	err := view(func(tx *bolt.Tx) error {
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return err

@@ -2,17 +2,27 @@ package store
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"testing"
 )
 
 // BenchmarkBigMailbox measures the operations whose cost must stay flat or
 // linear-but-cheap in mailbox size: listing UIDs (SELECT), reading every
-// record (FETCH 1:* FLAGS), and appending one more message.
+// record (FETCH 1:* FLAGS), and appending one more message, into the big
+// mailbox and into an empty one of another account (AppendBig against
+// AppendSmall: the target is at most 1.1x), without and with fsync.
+// ROOST_BIGBOX_MESSAGES sets the size (default 1,000,000).
+//
+//	go test -run xxx -bench BigMailbox -benchtime 2000x ./store/
 func BenchmarkBigMailbox(b *testing.B) {
-	s := openTest(b, b.TempDir())
-	defer s.Close()
+	n := 1000000
+	if v := os.Getenv("ROOST_BIGBOX_MESSAGES"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	dir := b.TempDir()
+	s := openTest(b, dir)
 	ms, mb := newAccount(b, s, "a@x.org")
-	const n = 100000
 	for i := 0; i < n; i += 1000 {
 		err := ms.update(func(tx *atx) error {
 			m, err := getMbox(tx, mb.ID)
@@ -49,17 +59,28 @@ func BenchmarkBigMailbox(b *testing.B) {
 			ms.Messages(mb.ID, 1, ^uint32(0), func(Message) error { c++; return nil })
 		}
 	})
-	small, _ := newAccount(b, s, "small@x.org")
-	for _, tc := range []struct {
-		name string
-		ms   *Mailstore
-	}{{"AppendBig", ms}, {"AppendSmall", small}} {
-		b.Run(tc.name, func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				if _, err := tc.ms.Append("INBOX", msg(i), Limits{}); err != nil {
-					b.Fatal(err)
-				}
+	newAccount(b, s, "small@x.org")
+	s.Close()
+	for _, sync := range []bool{false, true} {
+		s, err := Open(Options{Dir: dir, NoSync: !sync})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, addr := range []string{"a@x.org", "small@x.org"} {
+			name := map[string]string{"a@x.org": "AppendBig", "small@x.org": "AppendSmall"}[addr]
+			if sync {
+				name += "/fsync"
 			}
-		})
+			acct, _ := s.Account(addr)
+			ms, _ := s.Mailstore(acct.ID)
+			b.Run(name, func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					if _, err := ms.Append("INBOX", msg(i), Limits{}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+		s.Close()
 	}
 }

@@ -742,7 +742,9 @@ func (ac *accountCheck) checkMailbox(t *atx, b *bolt.Bucket, id uint64, blobs ma
 		uid := binary.BigEndian.Uint32(k[8:])
 		key := append([]byte(nil), k...)
 		eobj := fmt.Sprintf("%s change-log entry (modseq %d, UID %d)", obj, modseq, uid)
-		if len(v) != 1 || v[0] > 1 {
+		// 0: changed; 1: expunged (a tombstone), then, since tombstones
+		// are purged after a retention, when (unix seconds).
+		if len(v) == 0 || v[0] > 1 || len(v) != 1 && !(v[0] == 1 && len(v) == 9) {
 			ac.problem(CheckRecord, eobj, "has a value that is neither 0 (changed) nor 1 (expunged)", nil)
 			continue
 		}

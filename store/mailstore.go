@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -112,10 +111,13 @@ type Change struct {
 
 // Mailstore is one account's mail: a bucket of its own in a mail file
 // (which it has to itself, or shares with other accounts, see
-// Options.Shards).
+// Options.Shards). It is a handle: the file is opened when an operation
+// needs it.
 type Mailstore struct {
-	f   *mailFile
-	key []byte // the account's top-level bucket in f
+	s    *Store
+	id   uint64
+	path string
+	key  []byte // the account's top-level bucket in the file
 }
 
 // atx is a transaction seen from one account: Bucket finds the account's
@@ -132,167 +134,43 @@ var accountBuckets = [][]byte{bucketMeta, bucketNames, bucketSubs, bucketMboxes,
 
 func accountKey(id uint64) []byte { return append([]byte("a"), u64(id)...) }
 
+// inAccount adapts fn to a transaction of the whole file.
+func inAccount(key []byte, fn func(tx *atx) error) func(*bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		root := tx.Bucket(key)
+		if root == nil {
+			return fmt.Errorf("account: %w", ErrNotFound)
+		}
+		return fn(&atx{Tx: tx, root: root})
+	}
+}
+
 // update runs fn in a write transaction of the account and returns once it
 // is durable (see mailFile.update).
 func (m *Mailstore) update(fn func(tx *atx) error) error {
-	return m.f.update(func(tx *bolt.Tx) error {
-		root := tx.Bucket(m.key)
-		if root == nil {
-			return fmt.Errorf("account: %w", ErrNotFound)
-		}
-		return fn(&atx{Tx: tx, root: root})
-	})
+	return m.write(&writeReq{fn: inAccount(m.key, fn)})
+}
+
+// write hands req to the committer of the account's file.
+func (m *Mailstore) write(req *writeReq) error {
+	f, err := m.s.acquire(m.path, m.id, false)
+	if err != nil {
+		return err
+	}
+	defer m.s.release(f)
+	if req.app != nil {
+		req.app.file = f.rel
+	}
+	return f.submit(req)
 }
 
 func (m *Mailstore) view(fn func(tx *atx) error) error {
-	return m.f.db.View(func(tx *bolt.Tx) error {
-		root := tx.Bucket(m.key)
-		if root == nil {
-			return fmt.Errorf("account: %w", ErrNotFound)
-		}
-		return fn(&atx{Tx: tx, root: root})
-	})
-}
-
-// mailFile is one bbolt file of mail with its group committer.
-type mailFile struct {
-	path string
-	db   *bolt.DB
-	reqs chan *writeReq
-	quit chan struct{}
-	done chan struct{}
-	once sync.Once
-}
-
-type writeReq struct {
-	fn   func(tx *bolt.Tx) error
-	done chan error
-}
-
-// maxGroup bounds how many writes share one commit.
-const maxGroup = 256
-
-func openMailFile(path string, opts Options) (*mailFile, error) {
-	db, err := openBolt(path, opts, mailMmapSize)
+	f, err := m.s.acquire(m.path, m.id, false)
 	if err != nil {
-		return nil, err
-	}
-	f := &mailFile{path: path, db: db, reqs: make(chan *writeReq, maxGroup), quit: make(chan struct{}), done: make(chan struct{})}
-	go f.committer()
-	return f, nil
-}
-
-func (f *mailFile) close() error {
-	f.once.Do(func() { close(f.quit) })
-	<-f.done
-	return f.db.Close()
-}
-
-// ensureAccount creates the account's buckets if they are missing.
-func (f *mailFile) ensureAccount(key []byte) error {
-	exists := false
-	f.db.View(func(tx *bolt.Tx) error {
-		exists = tx.Bucket(key) != nil
-		return nil
-	})
-	if exists {
-		return nil
-	}
-	return f.update(func(tx *bolt.Tx) error {
-		root, err := tx.CreateBucketIfNotExists(key)
-		if err != nil {
-			return err
-		}
-		for _, b := range accountBuckets {
-			if _, err := root.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return root.Bucket(bucketMeta).Put(keyLayout, u64(accountLayout))
-	})
-}
-
-// update runs fn in a write transaction and returns once it is durable.
-//
-// Writes are group-committed: while one commit (and its fsync) is in
-// progress, further writes queue up and then share the next transaction and
-// fsync. There is no timer, so a lone writer never waits. If any fn of a
-// group fails, the group is rolled back and each fn is run again in its own
-// transaction, so one failure never undoes another caller's write.
-func (f *mailFile) update(fn func(tx *bolt.Tx) error) error {
-	req := &writeReq{fn: fn, done: make(chan error, 1)}
-	select {
-	case f.reqs <- req:
-	case <-f.quit:
-		return errors.New("store: closed")
-	}
-	select {
-	case err := <-req.done:
 		return err
-	case <-f.done:
-		select {
-		case err := <-req.done:
-			return err
-		default:
-			return errors.New("store: closed")
-		}
 	}
-}
-
-func (f *mailFile) committer() {
-	defer close(f.done)
-	group := make([]*writeReq, 0, maxGroup)
-	for {
-		group = group[:0]
-		select {
-		case r := <-f.reqs:
-			group = append(group, r)
-		case <-f.quit:
-			// Finish what is queued, then stop.
-			for {
-				select {
-				case r := <-f.reqs:
-					r.done <- f.db.Update(r.fn)
-				default:
-					return
-				}
-			}
-		}
-	drain:
-		for len(group) < maxGroup {
-			select {
-			case r := <-f.reqs:
-				group = append(group, r)
-			default:
-				break drain
-			}
-		}
-		f.commitGroup(group)
-	}
-}
-
-func (f *mailFile) commitGroup(group []*writeReq) {
-	if len(group) == 1 {
-		group[0].done <- f.db.Update(group[0].fn)
-		return
-	}
-	err := f.db.Update(func(tx *bolt.Tx) error {
-		for _, r := range group {
-			if err := r.fn(tx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err == nil {
-		for _, r := range group {
-			r.done <- nil
-		}
-		return
-	}
-	for _, r := range group {
-		r.done <- f.db.Update(r.fn)
-	}
+	defer m.s.release(f)
+	return f.viewDB(inAccount(m.key, fn))
 }
 
 // nextModSeq hands out the account's next modseq.
@@ -381,7 +259,10 @@ func (mb *mbox) logChange(uid uint32, oldModSeq, modseq uint64, expunged bool) e
 	}
 	v := []byte{0}
 	if expunged {
-		v[0] = 1
+		// A tombstone: 1, then when (unix seconds), for purging after
+		// Options.TombstoneRetention. (Never in an append, which must not
+		// depend on the clock: see appendMessage.)
+		v = binary.BigEndian.AppendUint64([]byte{1}, uint64(time.Now().Unix()))
 	}
 	if modseq > mb.info.HighestModSeq {
 		mb.info.HighestModSeq = modseq

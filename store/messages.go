@@ -191,28 +191,43 @@ type AppendResult struct {
 
 // Append stores msg in the mailbox called name. If the account's total size
 // or message count would exceed quota, Append fails with ErrOverQuota.
+//
+// Appends go through the journal (see the package documentation): many
+// appends to different accounts share one fsync.
 func (m *Mailstore) Append(name string, msg NewMessage, quota Limits) (AppendResult, error) {
 	var res AppendResult
-	err := m.update(func(tx *atx) error {
-		mb, err := mailboxByName(tx, name)
-		if err != nil {
+	err := m.write(&writeReq{
+		fn: inAccount(m.key, func(tx *atx) error {
+			var err error
+			res, err = appendMessage(tx, name, msg, quota)
 			return err
-		}
-		size := int64(len(msg.Body))
-		if total := addAccountSize(tx, size); quota.Bytes > 0 && total > quota.Bytes {
-			return fmt.Errorf("%w: %d of %d bytes", ErrOverQuota, total-size, quota.Bytes)
-		}
-		if err := checkMessages(tx, quota, 1); err != nil {
-			return err
-		}
-		blob, err := putBlob(tx, msg.Body, msg.Parsed)
-		if err != nil {
-			return err
-		}
-		res, err = mb.insert(tx, blob, size, msg.InternalDate, makeFlagSet(msg.Flags), 0)
-		return err
+		}),
+		app: &appendRecord{account: m.key, mailbox: name, quota: quota, msg: msg},
 	})
 	return res, err
+}
+
+// appendMessage is Append inside a transaction. Recovery runs it again from
+// the journal's record of the append, on the state it ran on the first
+// time, and must get the same result: it depends on nothing but the
+// transaction's state and its arguments (no clock, no randomness).
+func appendMessage(tx *atx, name string, msg NewMessage, quota Limits) (AppendResult, error) {
+	mb, err := mailboxByName(tx, name)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	size := int64(len(msg.Body))
+	if total := addAccountSize(tx, size); quota.Bytes > 0 && total > quota.Bytes {
+		return AppendResult{}, fmt.Errorf("%w: %d of %d bytes", ErrOverQuota, total-size, quota.Bytes)
+	}
+	if err := checkMessages(tx, quota, 1); err != nil {
+		return AppendResult{}, err
+	}
+	blob, err := putBlob(tx, msg.Body, msg.Parsed)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	return mb.insert(tx, blob, size, msg.InternalDate, makeFlagSet(msg.Flags), 0)
 }
 
 // insert adds a message record for an existing blob. modseq 0 means a new one.
@@ -742,6 +757,9 @@ func (m *Mailstore) expunge(mboxID uint64, uids []uint32, requireDeleted, purge 
 			return nil
 		}
 		addAccountSize(tx, -freed)
+		if _, err := mb.purgeTombstones(time.Now().Add(-m.s.opts.TombstoneRetention)); err != nil {
+			return err
+		}
 		if purge {
 			if _, err := purgeUpTo(tx, ^uint64(0)); err != nil {
 				return err

@@ -46,7 +46,14 @@ func openReadOnly(opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	return &Store{opts: opts, global: db, log: opts.Logger, accounts: make(map[uint64]*Mailstore), files: make(map[string]*mailFile)}, nil
+	// No journal and no upkeep: nothing is written. (A store left by a
+	// crash is read as its files are; recovery from the journal happens
+	// at the next read-write open.)
+	st := &Store{opts: opts, global: db, log: opts.Logger, accounts: make(map[uint64]*Mailstore),
+		files: make(map[string]*mailFile), deleted: make(map[uint64]bool), upgraded: make(map[uint64]bool),
+		stop: make(chan struct{}), upkeepDone: make(chan struct{})}
+	close(st.upkeepDone)
+	return st, nil
 }
 
 // ReadOnly reports whether the store was opened with Options.ReadOnly.

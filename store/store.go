@@ -1,15 +1,110 @@
 // Package store is Roost's persistence layer on bbolt: accounts and aliases
-// in one small global file, and one file per account holding its mailboxes,
-// messages, flags, modseqs, expunge tombstones and message bodies.
-//
-// One file per account means deliveries to different accounts never wait for
-// the same writer; writes to one account are group-committed (see
-// Mailstore.update), so concurrent deliveries share one fsync. A call that
-// returns success has fsynced, unless Options.NoSync is set (tests only).
+// in one small global file (roost.db), mail in one file per account
+// (accounts/ID.db) or, with Options.Shards, in a few files the accounts
+// share (mail/shard-K.db, a bucket per account): mailboxes, messages,
+// flags, modseqs, expunge tombstones and message bodies. A call that
+// returns success is durable (fsynced), unless Options.NoSync is set
+// (tests only).
 //
 // The store knows no protocol: flags are plain strings ("\Seen", "$Junk"),
 // and the parsed form of a message (envelope, body structure) is an opaque
 // blob computed by the caller once, at delivery.
+//
+// # Writes: group commit, and one journal for all files
+//
+// Each mail file has one committer goroutine that runs its writes: writes
+// that arrive while a commit is under way share the next one (no timer: a
+// lone write never waits). A write that fails or panics is left out of its
+// group's transaction alone; the others are run again without it and still
+// commit together.
+//
+// A synced bbolt commit costs two fdatasyncs (the pages, then the meta
+// page), and different files cannot share them, so deliveries to different
+// accounts would each pay two. Appends (deliveries and IMAP APPEND) go
+// through a journal instead (journal/*.wal), one for the whole store, whose
+// writer makes the records of every file waiting at that moment durable
+// with one fdatasync. Everything else (flags, expunges, mailbox changes,
+// imports) and messages over 1 MiB are direct: a synced bbolt commit, as
+// before.
+//
+// # What is durable when
+//
+// A mail file is either clean (what is on disk is durable: bbolt's own
+// synced commits, or synced since) or pinned. An append to a clean file
+// first pins it: a bbolt read transaction is opened on its current state P,
+// and a pin record holding a copy of P's meta page goes to the journal with
+// the append records. Once the journal write is synced, the appends are
+// applied to the file with an unsynced bbolt commit, and the caller gets
+// its reply. So the moment an append is acknowledged its record is durable,
+// and so is the record of the state it was applied to. Further appends to
+// the pinned file are journaled and applied the same way. A direct write to
+// a pinned file first makes it clean; so does the upkeep goroutine for
+// files pinned for 5 seconds, and closing a file: the file is synced
+// (fdatasync, which makes its current state durable, pages and meta page
+// together), a clean record is synced to the journal, and only then is the
+// pin let go.
+//
+// # What a restart does
+//
+// Open reads the journal. For every file whose last record is a pin, it
+// writes the recorded meta page of P back into its slot and invalidates the
+// other meta page, so bbolt opens the file at P; it then applies again, in
+// order, the appends recorded after the pin, in one synced commit. Appends
+// are deterministic (appendMessage depends only on the state and on the
+// record: body, parsed form, flags, date, quota), and between P and the
+// crash the file saw only those appends (any other write would have made it
+// clean first), so they get the same UIDs, modseqs and blob IDs as before
+// the crash: no UID a client saw is handed out twice. Files whose last
+// record is "clean" are used as they are. Then the journal starts afresh.
+// Recovering twice (a crash during recovery) gives the same result.
+//
+// # Why this survives a power cut, not only a killed process
+//
+// An unsynced bbolt commit is not safe by itself: bbolt writes the data
+// pages and then the meta page, and without the sync between them the meta
+// page can reach the disk first and point at pages that did not; and pages
+// that the last durable state uses are reused by later commits once that
+// state is no longer the newest. Neither can hurt here:
+//
+//   - Nothing after P is trusted: recovery rebuilds the meta pages from the
+//     journal's copy of P's, whatever the unsynced commits left in them
+//     (torn, old, new, in any order).
+//   - P's pages are intact: while the file is pinned, the read transaction
+//     on P keeps bbolt from reusing any page P can see (bbolt never hands
+//     out a page an open transaction can read). Pages written since P are
+//     new ones, unreachable from P's meta page; on open bbolt rebuilds the
+//     freelist (NoFreelistSync) from what P reaches. P itself was durable
+//     before its pin record was written (clean means synced).
+//   - The pin is let go only after a clean record, written after the file
+//     was synced, is durable: from then on recovery no longer uses P.
+//   - Journal records carry a CRC-32C over the segment number and the
+//     payload; a record torn by the crash, or left in a file from earlier,
+//     ends the log there. Only records synced before a reply was sent count,
+//     and those are whole. New segments are synced, header and directory
+//     entry, before they are used.
+//   - After a failed write or sync of the journal or of a file, the kernel
+//     may have dropped what it could not write, so the store stops
+//     accepting writes until it is restarted and recovers.
+//
+// TestJournalRecoveryAfterPowerLoss simulates this: every page written to a
+// file since its pin is kept, reverted or replaced by garbage at random,
+// the journal gets a torn tail, and every acknowledged append must come
+// back byte for byte.
+//
+// The pin holds bbolt's mapping too (it could not be remapped while the
+// read transaction is open), so a group is journaled only when the file has
+// room left in its mapping for it; otherwise it is a direct commit, which
+// may grow the mapping. bbolt's file format is relied on in one point, the
+// location of the meta pages (pages 0 and 1; transaction t writes page
+// t%2), which the store checks (magic and txid) before it uses a copy.
+//
+// # Files
+//
+// Mail files are opened on first use and closed when nobody has used them
+// for Options.IdleClose, or when more than Options.MaxOpenFiles are open;
+// a file that a session holds (Mailstore.Hold) or that an operation uses
+// is never closed under it. A deleted account's mail is refused at once
+// (ErrAccountDeleted) and its file removed when the last session lets go.
 package store
 
 import (
@@ -22,6 +117,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -35,6 +131,9 @@ var (
 	ErrModified      = errors.New("modified since")
 	ErrInvalidName   = errors.New("invalid name")
 	ErrMailboxLocked = errors.New("mailbox is locked")
+	// ErrAccountDeleted: the account was deleted (while a delivery or a
+	// session was under way). It matches ErrNotFound too.
+	ErrAccountDeleted = fmt.Errorf("account deleted: %w", ErrNotFound)
 	// ErrExpunged says a message's body or record is gone because the
 	// message was expunged. It matches ErrNotFound too.
 	ErrExpunged = fmt.Errorf("message expunged: %w", ErrNotFound)
@@ -63,24 +162,69 @@ type Options struct {
 	// LockTimeout is how long Open waits for another process's lock on
 	// the files (default 500ms). After it, Open returns ErrLocked.
 	LockTimeout time.Duration
+	// IdleClose closes a mail file nobody has used for this long (default
+	// 10 minutes; negative: never). It is opened again on demand.
+	IdleClose time.Duration
+	// MaxOpenFiles bounds the open mail files (default 1000): past it,
+	// the least recently used one that no session holds is closed. Files
+	// in use are never closed, so the bound can be passed while they are.
+	MaxOpenFiles int
+	// TombstoneRetention is how long the tombstone of an expunged message
+	// is kept for QRESYNC clients (default 90 days; see Mailbox.PurgedModSeq).
+	TombstoneRetention time.Duration
 	// ReadOnly opens existing files for reading only (a shared lock, so
 	// several readers may open the store, but no writer): nothing is
 	// created, and every write fails. For `roost check` and for looking
 	// at a backup before it is restored.
 	ReadOnly bool
 	Logger   *slog.Logger
+
+	// checkpointAge overrides the constant of that name (tests).
+	checkpointAge time.Duration
+	// journalSegmentSize overrides walSegmentSize (tests).
+	journalSegmentSize int64
+	// journalGate, if set, holds the journal writer before each batch
+	// until it receives (tests: to make a batch of a known size).
+	journalGate chan struct{}
+	// onPin, if set, is called with a mail file's path when it has just
+	// been pinned, before the pinned state changes (tests: to keep a copy
+	// of the state recovery would restore).
+	onPin func(path string)
 }
+
+// Defaults of Options.
+const (
+	DefaultIdleClose          = 10 * time.Minute
+	DefaultMaxOpenFiles       = 1000
+	DefaultTombstoneRetention = 90 * 24 * time.Hour
+)
+
+// checkpointAge is how long a file stays pinned before the upkeep makes it
+// clean again: it bounds the journal's length, what recovery replays, and
+// the file growth a pin causes (the pinned state's pages cannot be
+// reused). Each checkpoint costs a sync of the file, so it is not short.
+const checkpointAge = 5 * time.Second
 
 // Store is the root of Roost's persistent state.
 type Store struct {
-	opts   Options
-	global *bolt.DB
-	log    *slog.Logger
+	opts    Options
+	global  *bolt.DB
+	log     *slog.Logger
+	journal *journal
+	// syncs counts the fsyncs issued for mail (journal and mail files).
+	syncs   atomic.Uint64
+	failure writeFailure
 
+	openMu   sync.Mutex // one mail file opened at a time
 	mu       sync.Mutex
-	accounts map[uint64]*Mailstore
-	files    map[string]*mailFile // by path
+	accounts map[uint64]*Mailstore // unused; kept for code that builds a Store by hand
+	files    map[string]*mailFile  // open mail files, by path
+	deleted  map[uint64]bool       // accounts deleted while this process runs
 	closed   bool
+
+	stop       chan struct{}
+	upkeepDone chan struct{}
+	upgraded   map[uint64]bool // accounts brought to the current layout (upgradeAccount)
 
 	// backupHook, if set (tests), runs before each file of a backup is
 	// copied; an error makes the backup fail there.
@@ -116,6 +260,9 @@ var (
 	bucketAccounts = []byte("accounts") // address -> Account JSON
 	bucketAliases  = []byte("aliases")  // alias address -> account address
 	bucketGlobal   = []byte("global")   // "schema" -> version
+	// deleted accounts whose mail file (or bucket) is still to be removed:
+	// ID -> nothing. Open finishes what a crash interrupted.
+	bucketDeleted = []byte("deleted")
 )
 
 const schemaVersion = 1
@@ -144,6 +291,18 @@ func Open(opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.IdleClose == 0 {
+		opts.IdleClose = DefaultIdleClose
+	}
+	if opts.MaxOpenFiles <= 0 {
+		opts.MaxOpenFiles = DefaultMaxOpenFiles
+	}
+	if opts.checkpointAge == 0 {
+		opts.checkpointAge = checkpointAge
+	}
+	if opts.TombstoneRetention <= 0 {
+		opts.TombstoneRetention = DefaultTombstoneRetention
+	}
 	if opts.Shards < 0 {
 		return nil, fmt.Errorf("store: shards must be >= 0, not %d", opts.Shards)
 	}
@@ -170,7 +329,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketAccounts, bucketAliases, bucketGlobal} {
+		for _, b := range [][]byte{bucketAccounts, bucketAliases, bucketGlobal, bucketDeleted} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -195,8 +354,38 @@ func Open(opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: init %s: %w", db.Path(), err)
 	}
-	return &Store{opts: opts, global: db, log: opts.Logger, accounts: make(map[uint64]*Mailstore), files: make(map[string]*mailFile)}, nil
+	s := &Store{opts: opts, global: db, log: opts.Logger, accounts: make(map[uint64]*Mailstore),
+		files: make(map[string]*mailFile), deleted: make(map[uint64]bool), upgraded: make(map[uint64]bool),
+		stop: make(chan struct{}), upkeepDone: make(chan struct{})}
+	jdir := filepath.Join(opts.Dir, "journal")
+	if err := os.MkdirAll(jdir, 0o700); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: create %s: %w", jdir, err)
+	}
+	s.journal = openJournal(jdir, opts.NoSync, &s.syncs, s.log)
+	s.journal.gate = opts.journalGate
+	s.journal.onRotate = func() { s.checkpointPinned(0) }
+	if opts.journalSegmentSize > 0 {
+		s.journal.segMax = opts.journalSegmentSize
+	}
+	if err := s.recover(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.finishDeletions(); err != nil {
+		s.journal.close()
+		db.Close()
+		return nil, err
+	}
+	go s.upkeep()
+	return s, nil
 }
+
+// Syncs returns how many fsyncs the store has issued for mail: journal
+// syncs, mail file syncs at checkpoints, and two per synced bbolt commit
+// of a mail file (with Options.NoSync they are counted but skipped).
+// Deliveries divided by Syncs is how many deliveries shared one.
+func (s *Store) Syncs() uint64 { return s.syncs.Load() }
 
 // mailMmapSize is the address space reserved for a mail file when it is
 // opened. bbolt copies every dirty node to the heap each time it has to
@@ -227,20 +416,44 @@ func openBolt(path string, opts Options, mmapSize int) (*bolt.DB, error) {
 // Dir returns the directory the store lives in.
 func (s *Store) Dir() string { return s.opts.Dir }
 
-// Close closes every open file. In-flight calls must have returned.
+// Close checkpoints and closes every open file and the journal, so that
+// the next Open has nothing to recover. In-flight calls must have returned.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
-	var errs []error
-	for path, f := range s.files {
-		errs = append(errs, f.close())
-		delete(s.files, path)
+	var files []*mailFile
+	for _, f := range s.files {
+		if !f.closing {
+			f.closing = true
+			files = append(files, f)
+		}
 	}
-	clear(s.accounts)
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.upkeepDone
+	s.closeFiles(files)
+	// Files being closed by someone else (idle, deletion) finish first.
+	for {
+		s.mu.Lock()
+		var c chan struct{}
+		for _, f := range s.files {
+			c = f.closed
+			break
+		}
+		s.mu.Unlock()
+		if c == nil {
+			break
+		}
+		<-c
+	}
+	var errs []error
+	if s.journal != nil {
+		errs = append(errs, s.journal.close())
+	}
 	errs = append(errs, s.global.Close())
 	return errors.Join(errs...)
 }
@@ -267,7 +480,36 @@ func (s *Store) CreateAccount(address, passwordHash string) (Account, error) {
 	if err != nil {
 		return Account{}, fmt.Errorf("store: create account: %w", err)
 	}
+	// The mail file or bucket is made here and only here: one that is
+	// missing later is not silently re-created (a deleted account's mail
+	// must not come back, ErrAccountDeleted).
+	if err := s.createMail(acct.ID); err != nil {
+		s.global.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketAccounts).Delete([]byte(address)) })
+		return Account{}, fmt.Errorf("store: create account %s: %w", address, err)
+	}
 	return acct, nil
+}
+
+// createMail creates account id's file or bucket and its buckets.
+func (s *Store) createMail(id uint64) error {
+	f, err := s.acquire(s.mailPath(id), id, true)
+	if err != nil {
+		return err
+	}
+	defer s.release(f)
+	key := accountKey(id)
+	return f.update(func(tx *bolt.Tx) error {
+		root, err := tx.CreateBucketIfNotExists(key)
+		if err != nil {
+			return err
+		}
+		for _, b := range accountBuckets {
+			if _, err := root.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return root.Bucket(bucketMeta).Put(keyLayout, u64(accountLayout))
+	})
 }
 
 // Account returns the account with the given address.
@@ -304,7 +546,10 @@ func (s *Store) UpdateAccount(address string, fn func(*Account) error) error {
 }
 
 // DeleteAccount removes an account, the aliases that point to it, and its
-// mail file.
+// mail. From this call on the account's mail is refused to everyone
+// (ErrAccountDeleted): deliveries to it fail, its sessions' calls fail. A
+// mail file of its own is removed once the last session holding it has
+// released it (Mailstore.Hold); a bucket in a shared file goes at once.
 func (s *Store) DeleteAccount(address string) error {
 	var acct Account
 	err := s.global.Update(func(tx *bolt.Tx) error {
@@ -329,45 +574,86 @@ func (s *Store) DeleteAccount(address string) error {
 				return err
 			}
 		}
+		if err := tx.Bucket(bucketDeleted).Put(u64(acct.ID), nil); err != nil {
+			return err
+		}
 		return b.Delete([]byte(address))
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete account: %w", err)
 	}
+	s.mu.Lock()
+	s.deleted[acct.ID] = true
+	s.mu.Unlock()
 	return s.dropMail(acct.ID)
 }
 
-// dropMail removes an account's mail: its file, or its bucket in a shared one.
+// dropMail removes a deleted account's mail: its bucket in a shared file at
+// once, its own file when nobody uses it any more.
 func (s *Store) dropMail(id uint64) error {
 	path := s.mailPath(id)
-	if s.opts.Shards == 0 {
-		s.mu.Lock()
-		if f := s.files[path]; f != nil {
-			f.close()
-			delete(s.files, path)
+	if s.opts.Shards > 0 {
+		f, err := s.acquire(path, 0, false)
+		if errors.Is(err, ErrNotFound) {
+			return s.forgetDeletion(id)
 		}
-		delete(s.accounts, id)
-		s.mu.Unlock()
-		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		if err != nil {
+			return err
+		}
+		defer s.release(f)
+		err = f.update(func(tx *bolt.Tx) error {
+			if tx.Bucket(accountKey(id)) == nil {
+				return nil
+			}
+			return tx.DeleteBucket(accountKey(id))
+		})
+		if err != nil {
+			return fmt.Errorf("store: delete account mail: %w", err)
+		}
+		return s.forgetDeletion(id)
+	}
+	s.openMu.Lock() // no one opens it meanwhile
+	s.mu.Lock()
+	f := s.files[path]
+	var remove bool
+	if f != nil {
+		f.removeID = id
+		remove = s.freeToRemoveLocked(f)
+	}
+	s.mu.Unlock()
+	s.openMu.Unlock()
+	switch {
+	case f == nil:
+		if err := s.removeAccountFile(path, id); err != nil {
 			return fmt.Errorf("store: delete account file: %w", err)
 		}
-		return nil
+	case remove:
+		s.removeFile(f)
 	}
-	s.mu.Lock()
-	delete(s.accounts, id)
-	s.mu.Unlock()
-	f, err := s.file(path)
-	if err != nil {
-		return err
-	}
-	err = f.update(func(tx *bolt.Tx) error {
-		if tx.Bucket(accountKey(id)) == nil {
+	return nil
+}
+
+func (s *Store) forgetDeletion(id uint64) error {
+	return s.global.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketDeleted).Delete(u64(id)) })
+}
+
+// finishDeletions removes the mail of accounts deleted before a crash or
+// while their sessions still held it.
+func (s *Store) finishDeletions() error {
+	var ids []uint64
+	s.global.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDeleted).ForEach(func(k, _ []byte) error {
+			if len(k) == 8 {
+				ids = append(ids, binary.BigEndian.Uint64(k))
+			}
 			return nil
-		}
-		return tx.DeleteBucket(accountKey(id))
+		})
 	})
-	if err != nil {
-		return fmt.Errorf("store: delete account mail: %w", err)
+	for _, id := range ids {
+		s.deleted[id] = true
+		if err := s.dropMail(id); err != nil {
+			return fmt.Errorf("store: finish deleting account %d: %w", id, err)
+		}
 	}
 	return nil
 }
@@ -451,48 +737,31 @@ func (s *Store) mailPath(id uint64) string {
 	return filepath.Join(s.opts.Dir, "mail", fmt.Sprintf("shard-%d.db", id%uint64(s.opts.Shards)))
 }
 
-// file returns the open mail file at path, opening it on first use.
-func (s *Store) file(path string) (*mailFile, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errors.New("store: closed")
-	}
-	if f := s.files[path]; f != nil {
-		return f, nil
-	}
-	f, err := openMailFile(path, s.opts)
-	if err != nil {
-		return nil, err
-	}
-	s.files[path] = f
-	return f, nil
-}
-
-// Mailstore returns the mail of the account with the given ID, opening its
-// file on first use. Files stay open until Close.
+// Mailstore returns the mail of the account with the given ID. The file is
+// opened when it is used (and may be closed when idle, see Options); a
+// session that wants it kept open holds it (Mailstore.Hold).
 func (s *Store) Mailstore(id uint64) (*Mailstore, error) {
 	s.mu.Lock()
-	m := s.accounts[id]
+	gone, closed := s.deleted[id], s.closed
 	s.mu.Unlock()
-	if m != nil {
-		return m, nil
+	switch {
+	case closed:
+		return nil, errStoreClosed
+	case gone:
+		return nil, fmt.Errorf("store: account %d: %w", id, ErrAccountDeleted)
 	}
-	f, err := s.file(s.mailPath(id))
-	if err != nil {
-		return nil, err
-	}
-	key := accountKey(id)
-	if err := f.ensureAccount(key); err != nil {
-		return nil, fmt.Errorf("store: account %d: %w", id, err)
-	}
-	m = &Mailstore{f: f, key: key}
-	if err := m.upgradeAccount(); err != nil {
-		return nil, fmt.Errorf("store: account %d: %w", id, err)
-	}
+	m := &Mailstore{s: s, id: id, path: s.mailPath(id), key: accountKey(id)}
 	s.mu.Lock()
-	s.accounts[id] = m
+	done := s.upgraded[id]
 	s.mu.Unlock()
+	if !done {
+		if err := m.upgradeAccount(); err != nil {
+			return nil, fmt.Errorf("store: account %d: %w", id, err)
+		}
+		s.mu.Lock()
+		s.upgraded[id] = true
+		s.mu.Unlock()
+	}
 	return m, nil
 }
 

@@ -222,7 +222,7 @@ func timeBigMailbox(ctx context.Context, cfg *config, res *bigboxResult) error {
 // timeDeliveries delivers -probes messages each to the big and the small
 // mailbox, alternating, over one LMTP connection, and keeps the medians.
 func timeDeliveries(ctx context.Context, cfg *config, gen msgGenerator, res *bigboxResult, errs *errorLog) error {
-	c, err := dialMail(ctx, cfg.lmtp, true, cfg.timeout)
+	c, err := dialMail(ctx, cfg.lmtp, true, cfg.timeout, false)
 	if err != nil {
 		return err
 	}

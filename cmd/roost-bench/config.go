@@ -43,6 +43,7 @@ type config struct {
 	seed        uint64
 	quiet       bool
 	timeout     time.Duration
+	segmented   bool // deliver: Nagle on, every command, the body and the "." in writes of their own
 
 	idleFor  time.Duration // imap: how long each session stays in IDLE
 	dele     bool          // pop3: DELE every retrieved message
@@ -110,6 +111,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.Uint64Var(&cfg.seed, "seed", 1, "random `seed`: same seed, same messages and account choices")
 	fs.BoolVar(&cfg.quiet, "q", false, "no progress output on stderr")
 	fs.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "network timeout of each command")
+	fs.BoolVar(&cfg.segmented, "segmented", false, "deliver: send like a stdio-buffered MTA: Nagle on (no TCP_NODELAY), no pipelining, each command, the body and the final dot in a write of its own")
 	fs.DurationVar(&cfg.idleFor, "idle", 100*time.Millisecond, "imap: time each session spends in IDLE (0 skips IDLE)")
 	fs.BoolVar(&cfg.dele, "dele", false, "pop3: DELE every retrieved message before QUIT")
 	pidFlag := fs.String("pid", "", "idle: comma-separated server `PIDs` whose PSS is summed")

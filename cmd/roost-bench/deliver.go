@@ -71,6 +71,9 @@ type deliverTarget struct {
 	seqBase int64
 	// rcpts returns the recipients of message seq.
 	rcpts func(seq int64) []string
+	// segmented: Nagle on, no pipelining, the body and the final dot
+	// written separately (see mailClient.segmented).
+	segmented bool
 }
 
 // deliverStats is shared by the workers of one run.
@@ -102,7 +105,7 @@ func (w *deliverWorker) prepare(ctx context.Context) {
 
 // connect dials (and logs in, with -auth) and counts the connection.
 func (w *deliverWorker) connect(ctx context.Context) error {
-	c, err := dialMail(ctx, w.target.addr, w.target.lmtp, w.timeout)
+	c, err := dialMail(ctx, w.target.addr, w.target.lmtp, w.timeout, w.target.segmented)
 	if err != nil {
 		return err
 	}
@@ -178,7 +181,7 @@ func roundRobinRcpts(cfg *config) func(seq int64) []string {
 // runDeliver runs the deliver scenario with targets from cfg.
 func runDeliver(ctx context.Context, cfg *config, stderr io.Writer) (*deliverResult, error) {
 	target := deliverTarget{addr: cfg.lmtp, lmtp: true, from: cfg.from,
-		gen: msgGenerator{seed: cfg.seed, size: cfg.size}, rcpts: roundRobinRcpts(cfg)}
+		gen: msgGenerator{seed: cfg.seed, size: cfg.size}, rcpts: roundRobinRcpts(cfg), segmented: cfg.segmented}
 	if cfg.useSMTP {
 		target.addr, target.lmtp = cfg.smtp, false
 		target.authUser, target.authPass = cfg.auth, cfg.pass

@@ -23,7 +23,12 @@ type mailClient struct {
 	timeout time.Duration
 	ext     map[string]string // EHLO/LHLO keywords, upper case
 	used    bool              // a transaction ran: RSET before the next
-	stop    func() bool       // detaches the context watcher
+	// segmented makes the client send as stdio-buffered MTAs do: Nagle's
+	// algorithm on, no pipelining, and the body and the final "." in
+	// writes of their own. A receiver that delays its ACKs meanwhile
+	// stalls such a client for the delayed-ACK timeout per message.
+	segmented bool
+	stop      func() bool // detaches the context watcher
 }
 
 // replyError is a 4xx/5xx reply. The connection stays usable after it.
@@ -39,14 +44,17 @@ func (e *replyError) Error() string {
 
 // dialMail connects, reads the greeting and says LHLO (LMTP, RFC 2033 §4.1)
 // or EHLO (SMTP, RFC 5321 §4.1.1.1).
-func dialMail(ctx context.Context, addr string, lmtp bool, timeout time.Duration) (*mailClient, error) {
+func dialMail(ctx context.Context, addr string, lmtp bool, timeout time.Duration, segmented bool) (*mailClient, error) {
 	d := net.Dialer{Timeout: timeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
+	if tc, ok := conn.(*net.TCPConn); ok && segmented {
+		tc.SetNoDelay(false)
+	}
 	c := &mailClient{conn: conn, tp: textproto.NewConn(conn), lmtp: lmtp, timeout: timeout,
-		ext: make(map[string]string)}
+		ext: make(map[string]string), segmented: segmented}
 	// Closing the connection is what unblocks a read on cancellation.
 	c.stop = context.AfterFunc(ctx, func() { conn.Close() })
 	c.deadline()
@@ -97,7 +105,7 @@ func (c *mailClient) deadline() {
 // LMTP servers must support it (RFC 2033 §4.2), but we still ask.
 func (c *mailClient) pipelining() bool {
 	_, ok := c.ext["PIPELINING"]
-	return ok
+	return ok && !c.segmented
 }
 
 // deliveryResult is the outcome of one transaction.
@@ -194,6 +202,12 @@ func (c *mailClient) send(from string, rcpts []string, msg []byte) (deliveryResu
 	w := c.tp.DotWriter()
 	if _, err := w.Write(msg); err != nil {
 		return res, fmt.Errorf("DATA body: %w", err)
+	}
+	if c.segmented {
+		// The body goes out now, the "." line in a write of its own.
+		if err := c.tp.W.Flush(); err != nil {
+			return res, fmt.Errorf("DATA body: %w", err)
+		}
 	}
 	if err := w.Close(); err != nil {
 		return res, fmt.Errorf("DATA body: %w", err)

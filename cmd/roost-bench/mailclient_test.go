@@ -150,25 +150,28 @@ func (s *fakeMTA) serve(conn net.Conn) {
 
 func TestMailClientTransactions(t *testing.T) {
 	for _, tc := range []struct {
-		name             string
-		lmtp, pipelining bool
+		name                        string
+		lmtp, pipelining, segmented bool
 	}{
-		{"lmtp pipelined", true, true},
-		{"lmtp one by one", true, false},
-		{"smtp pipelined", false, true},
-		{"smtp one by one", false, false},
+		{"lmtp pipelined", true, true, false},
+		{"lmtp one by one", true, false, false},
+		{"smtp pipelined", false, true, false},
+		{"smtp one by one", false, false, false},
+		// -segmented: no pipelining even where offered, Nagle on.
+		{"lmtp segmented", true, true, true},
+		{"smtp segmented", false, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startFakeMTA(t, tc.lmtp, tc.pipelining)
 			srv.rejectRcpt = "nobody@example.org"
 			srv.failRcpt = "full@example.org"
-			c, err := dialMail(context.Background(), srv.ln.Addr().String(), tc.lmtp, 5*time.Second)
+			c, err := dialMail(context.Background(), srv.ln.Addr().String(), tc.lmtp, 5*time.Second, tc.segmented)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.quit()
-			if c.pipelining() != tc.pipelining {
-				t.Fatalf("pipelining() = %v, want %v", c.pipelining(), tc.pipelining)
+			if c.pipelining() != (tc.pipelining && !tc.segmented) {
+				t.Fatalf("pipelining() = %v, want %v", c.pipelining(), tc.pipelining && !tc.segmented)
 			}
 			gen := msgGenerator{seed: 1, size: sizeDist{kind: sizeFixed, min: 16 << 10, max: 16 << 10}}
 			msg := gen.message(0, "f@example.net", "a@example.org")

@@ -38,7 +38,7 @@ func TestManualRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	gen := msgGenerator{seed: uint64(time.Now().UnixNano()), size: sizeDist{kind: sizeMixed}}
 	var sent [][]byte
-	c, err := dialMail(ctx, lmtp, true, 10*time.Second)
+	c, err := dialMail(ctx, lmtp, true, 10*time.Second, false)
 	if err != nil {
 		t.Fatal(err)
 	}

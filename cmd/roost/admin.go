@@ -51,6 +51,7 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 		opPing: 0, opStatus: 0, opUserAdd: 1, opUserPasswd: 1, opUserDel: 1, opUserList: 0,
 		opAliasAdd: 2, opAliasDel: 1, opAliasList: 0, opBackup: 1,
 		opQueueList: 0, opQueueShow: 1, opQueueRetry: 1, opQueueDelete: 1,
+		opCompact: -1, // none or one
 	}
 	for op, n := range moreOps {
 		want[op] = n
@@ -63,8 +64,8 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown operation %q", req.Op)
 	}
-	if len(req.Args) != n {
-		return nil, fmt.Errorf("%s takes %d arguments, got %d", req.Op, n, len(req.Args))
+	if n < 0 && len(req.Args) > 1 || n >= 0 && len(req.Args) != n {
+		return nil, fmt.Errorf("%s takes %d arguments, got %d", req.Op, max(n, 1), len(req.Args))
 	}
 	b := a.b
 	switch req.Op {
@@ -132,6 +133,17 @@ func (a *admin) exec(ctx context.Context, req request) ([]string, error) {
 		return []string{"backup of " + a.dataDir + " written to " + dir + " (files listed with their SHA-256 in " + filepath.Join(dir, store.ManifestName) + ")"}, nil
 	case opQueueList, opQueueShow, opQueueRetry, opQueueDelete:
 		return queueOp(ctx, b, a.outbound, req.Op, req.Args)
+	case opCompact:
+		addr := ""
+		if len(req.Args) == 1 {
+			addr = req.Args[0]
+		}
+		res, err := b.Compact(ctx, addr, req.progress)
+		lines := make([]string, 0, len(res))
+		for _, r := range res {
+			lines = append(lines, fmt.Sprintf("%s\tbefore=%d\tafter=%d", r.File, r.Before, r.After))
+		}
+		return lines, wrapAdmin("compact", addr, err)
 	}
 }
 
@@ -189,6 +201,11 @@ func runAdmin(ctx context.Context, cfg *Config, req request, env cliEnv) error {
 		return err
 	}
 	sock := controlSocketPath(cfg.DataDir)
+	if req.Op == opCompact {
+		bar := newProgressBar(env.stderr, "compacting")
+		defer bar.finish()
+		req.progress = bar.update
+	}
 	resp, err := callControl(ctx, sock, req)
 	switch {
 	case errors.Is(err, errNoServer) && req.Op == opStatus && len(req.Args) == 0:
@@ -229,7 +246,7 @@ func prepareRequest(req *request, env cliEnv) error {
 			return err
 		}
 		req.Args[0] = n
-	case opUserAdd, opUserPasswd, opUserDel, opAliasAdd, opAliasDel, opCheck, opCheckRepair:
+	case opUserAdd, opUserPasswd, opUserDel, opAliasAdd, opAliasDel, opCheck, opCheckRepair, opCompact:
 		for i, a := range req.Args {
 			n, err := backend.NormalizeAddress(a)
 			if err != nil {

@@ -218,11 +218,14 @@ func parseSize(s string) (int64, error) {
 // shares (serve adds its logger, limiter and metrics).
 func backendOptions(cfg *Config, log *slog.Logger) backend.Options {
 	return backend.Options{
-		DataDir:         cfg.DataDir,
-		Shards:          cfg.Shards,
-		Hostname:        cfg.Hostname,
-		MaxMessageBytes: backendMaxMessageBytes(cfg),
-		DefaultQuota:    backend.Limits{Bytes: cfg.Accounts.DefaultQuota, Messages: cfg.Accounts.DefaultQuotaMessages},
-		Logger:          log,
+		DataDir:            cfg.DataDir,
+		Shards:             cfg.Shards,
+		IdleClose:          cfg.Store.IdleClose,
+		MaxOpenFiles:       cfg.Store.MaxOpenFiles,
+		TombstoneRetention: cfg.Store.TombstoneRetention,
+		Hostname:           cfg.Hostname,
+		MaxMessageBytes:    backendMaxMessageBytes(cfg),
+		DefaultQuota:       backend.Limits{Bytes: cfg.Accounts.DefaultQuota, Messages: cfg.Accounts.DefaultQuotaMessages},
+		Logger:             log,
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/knadh/koanf/v2"
 
 	"github.com/roostmail/roost/backend"
+	"github.com/roostmail/roost/store"
 )
 
 // envPrefix starts every environment variable that sets a config key:
@@ -50,6 +51,7 @@ type Config struct {
 	// account. Fixed once accounts exist (store.Options.Shards).
 	Shards int `koanf:"shards" min:"0"`
 
+	Store      StoreConfig      `koanf:"store"`
 	Log        LogConfig        `koanf:"log"`
 	SMTP       SMTPConfig       `koanf:"smtp"`
 	LMTP       SMTPConfig       `koanf:"lmtp"`
@@ -99,6 +101,13 @@ func (r RetentionConfig) policy() backend.RetentionPolicy {
 		}
 	}
 	return p
+}
+
+// StoreConfig is [store]: the upkeep of the mail files (store.Options).
+type StoreConfig struct {
+	TombstoneRetention time.Duration `koanf:"tombstone_retention"`
+	IdleClose          time.Duration `koanf:"idle_close"`
+	MaxOpenFiles       int           `koanf:"max_open_files"`
 }
 
 // LogConfig is [log].
@@ -286,7 +295,12 @@ func defaultConfig() Config {
 		AuthFailureDelay:    2 * time.Second,
 	}
 	return Config{
-		DataDir:    "./roost-data",
+		DataDir: "./roost-data",
+		Store: StoreConfig{
+			TombstoneRetention: store.DefaultTombstoneRetention,
+			IdleClose:          store.DefaultIdleClose,
+			MaxOpenFiles:       store.DefaultMaxOpenFiles,
+		},
 		Log:        LogConfig{Level: "info", Format: "text"},
 		SMTP:       smtp,
 		LMTP:       lmtp,

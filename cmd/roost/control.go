@@ -20,12 +20,16 @@ package main
 // "reject-mail" or ""), user.enable, user.status, user.app-password.add
 // (address, label), user.app-password.list, user.app-password.del (address,
 // label or ID), alias.add (args: alias, account), alias.del, alias.list,
-// backup (args: an absolute directory), queue.list, queue.show, queue.retry
-// and queue.delete (args: a queue ID), and the import.* and export.* ops
-// of roost import and export (see migrate.go), check and check.repair
-// (args: the addresses to check, none for all; "lines" holds the
-// violations found and a summary, and "ok" is false when some remain).
-// "lines" is what the CLI prints, also when "ok" is false.
+// backup (args: an absolute directory), compact (args: none, or an
+// address), queue.list, queue.show, queue.retry and queue.delete (args: a
+// queue ID), and the import.* and export.* ops of roost import and export
+// (see migrate.go), check and check.repair (args: the addresses to check,
+// none for all; "lines" holds the violations found and a summary, and
+// "ok" is false when some remain). "lines" is what the CLI prints, also
+// when "ok" is false. Before its answer, a long operation (compact) may
+// send progress lines, which the client shows:
+//
+//	← {"progress":{"done":1048576,"total":56623104}}
 //
 // Structured parameters and results travel in "data" (a JSON value), and
 // bulk bytes (message bodies) after the line: a request or response with
@@ -68,6 +72,7 @@ const (
 	opQueueShow   = "queue.show"
 	opQueueRetry  = "queue.retry"
 	opQueueDelete = "queue.delete"
+	opCompact     = "compact"
 	// opCheck and opCheckRepair take any number of addresses.
 	opCheck       = "check"
 	opCheckRepair = "check.repair"
@@ -100,6 +105,10 @@ type request struct {
 
 	payload []byte
 	resp    *response // where an op puts data and payload of its answer
+	// progress receives the progress reports of a long operation: on
+	// the client, those read before the answer; on the server, what the
+	// op reports (sent to the client). nil: none.
+	progress func(done, total int64)
 }
 
 // response answers one request.
@@ -109,8 +118,16 @@ type response struct {
 	Error   string          `json:"error,omitempty"`
 	Data    json.RawMessage `json:"data,omitempty"`
 	Payload int64           `json:"payload,omitempty"`
+	// Progress, when set, makes this a progress report, not the answer.
+	Progress *progressReport `json:"progress,omitempty"`
 
 	payload []byte
+}
+
+// progressReport says how far a long operation has come (bytes).
+type progressReport struct {
+	Done  int64 `json:"done"`
+	Total int64 `json:"total"`
 }
 
 func controlSocketPath(dataDir string) string {
@@ -176,12 +193,23 @@ func (cc *controlConn) call(ctx context.Context, req request) (response, error) 
 		}
 	}
 	var resp response
-	reply, err := cc.r.ReadBytes('\n')
-	if err != nil {
-		return response{}, fmt.Errorf("control socket %s: no answer from the server (it may be shutting down): %w", path, err)
-	}
-	if err := json.Unmarshal(reply, &resp); err != nil {
-		return response{}, fmt.Errorf("control socket %s: bad answer: %w", path, err)
+	for {
+		resp = response{}
+		reply, err := cc.r.ReadBytes('\n')
+		if err != nil {
+			return response{}, fmt.Errorf("control socket %s: no answer from the server (it may be shutting down): %w", path, err)
+		}
+		if err := json.Unmarshal(reply, &resp); err != nil {
+			return response{}, fmt.Errorf("control socket %s: bad answer: %w", path, err)
+		}
+		if resp.Progress == nil {
+			break
+		}
+		// Still working: the reply deadline starts again.
+		c.SetDeadline(time.Now().Add(controlReplyWait))
+		if req.progress != nil {
+			req.progress(resp.Progress.Done, resp.Progress.Total)
+		}
 	}
 	if resp.Payload > 0 {
 		resp.payload = make([]byte, resp.Payload)
@@ -322,6 +350,7 @@ func (s *controlServer) handle(c net.Conn, log *slog.Logger) {
 					return
 				}
 			}
+			req.progress = progressWriter(c)
 			resp = s.admin.do(context.Background(), req)
 			switch {
 			case req.Op == opPing || req.Op == opStatus:
@@ -341,6 +370,17 @@ func (s *controlServer) handle(c net.Conn, log *slog.Logger) {
 		}
 		if !s.setBusy(c, false) {
 			return
+		}
+	}
+}
+
+// progressWriter sends progress reports to c, at most a few a second.
+func progressWriter(c net.Conn) func(done, total int64) {
+	var last time.Time
+	return func(done, total int64) {
+		if now := time.Now(); now.Sub(last) >= 200*time.Millisecond || done == total {
+			last = now
+			writeResponse(c, response{Progress: &progressReport{Done: done, Total: total}})
 		}
 	}
 }

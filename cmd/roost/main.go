@@ -49,6 +49,8 @@ Usage:
                                    verify the store (all accounts, or those given);
                                    --repair fixes counters, references and orphans
   roost restore DIR                check the backup in DIR and restore it into an empty data_dir (server stopped)
+  roost compact [ADDRESS]          rewrite mail files to give back the space of deleted mail
+                                   (one account's, or all); the server may keep running
   roost import maildir DIR ADDRESS import a Maildir (Dovecot's: UIDs, flags, keywords kept)
   roost import mbox FILE ADDRESS [--mailbox NAME] [--mboxo]
                                    import an mbox file (into INBOX by default)
@@ -234,6 +236,11 @@ func dispatch(ctx context.Context, configPath string, args []string, env cliEnv)
 			return err
 		}
 		req = request{Op: opBackup, Args: args}
+	case "compact":
+		if len(args) > 1 {
+			return usagef("usage: roost compact [ADDRESS]")
+		}
+		req = request{Op: opCompact, Args: args}
 	case "restore":
 		if err := wantArgs(args, 1, "restore DIR"); err != nil {
 			return err

@@ -98,6 +98,16 @@ func (m *metrics) watchBackend(b *backend.Backend) {
 			Name: "roost_domains",
 			Help: "Mail domains served (the domains of accounts and aliases).",
 		}, func() float64 { return float64(len(b.Domains())) }),
+		// Beside roost_deliveries_total: deliveries per sync is how many
+		// deliveries shared one (group commit and the store's journal).
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "roost_store_syncs_total",
+			Help: "fsyncs (fdatasync) the store has issued for mail: journal writes, mail file checkpoints, and two per synced bbolt commit of a mail file.",
+		}, func() float64 { return float64(b.StoreSyncs()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roost_store_open_files",
+			Help: "Mail files open (see [store] max_open_files and idle_close).",
+		}, func() float64 { return float64(b.OpenMailFiles()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "roost_outbound_queue_messages",
 			Help: "Messages in the outbound queue (submitted, not yet delivered to every recipient).",

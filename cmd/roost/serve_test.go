@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -158,6 +159,10 @@ func TestServeLMTPUnixPOP3AndMetrics(t *testing.T) {
 		if got := metricValue(string(body), series); got != want {
 			t.Errorf("%s = %q, want %s", series, got, want)
 		}
+	}
+	// The delivery was synced, so the store counted at least one fsync.
+	if got, err := strconv.ParseFloat(metricValue(string(body), "roost_store_syncs_total"), 64); err != nil || got < 1 {
+		t.Errorf("roost_store_syncs_total = %v, %v; want at least 1", got, err)
 	}
 
 	srv.stop(syscall.SIGTERM)
