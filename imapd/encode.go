@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/roostmail/roost/internal/mutf7"
 )
 
 // The response encoder. Responses are appended to one buffer per
@@ -175,7 +177,7 @@ func appendMailbox(b []byte, name string, utf8 bool) []byte {
 		return append(b, name...)
 	}
 	if !utf8 {
-		name = encodeMUTF7(name)
+		name = mutf7.Encode(name)
 	}
 	return appendString(b, name, utf8)
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/roostmail/roost/internal/mutf7"
 )
 
 // fuzzSession is a session over an in-memory input, selected in a mailbox
@@ -128,7 +130,7 @@ func FuzzCommandParser(f *testing.F) {
 			var name string
 			name, perr = p.mailbox()
 			if perr == nil && utf8.ValidString(name) {
-				if d, err := decodeMUTF7(encodeMUTF7(name)); err != nil || d != name {
+				if d, err := mutf7.Decode(mutf7.Encode(name)); err != nil || d != name {
 					t.Fatalf("modified UTF-7 round trip of %q: %q %v", name, d, err)
 				}
 			}

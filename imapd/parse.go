@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/roostmail/roost/internal/mutf7"
 )
 
 // The command parser.
@@ -567,12 +570,12 @@ func (p *parser) mailbox() (string, error) {
 	}
 	if p.utf8 {
 		// RFC 6855 §3 / RFC 9051: raw UTF-8, '&' is an ordinary character.
-		if !validUTF8(s) {
+		if !utf8.ValidString(s) {
 			return "", nof("CANNOT", "Mailbox name is not valid UTF-8")
 		}
 		return s, nil
 	}
-	d, err := decodeMUTF7(s)
+	d, err := mutf7.Decode(s)
 	if err != nil {
 		return "", nof("CANNOT", "Mailbox name is not valid modified UTF-7 (RFC 3501 section 5.1.3)")
 	}
@@ -605,7 +608,7 @@ func (p *parser) listMailbox() (string, error) {
 	if p.utf8 {
 		return s, nil
 	}
-	d, err := decodeMUTF7(s)
+	d, err := mutf7.Decode(s)
 	if err != nil {
 		return s, nil // matches nothing sensible, but is no error (RFC 3501 §6.3.8)
 	}

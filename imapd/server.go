@@ -9,7 +9,7 @@
 // modseqs), has no ID and no COMPRESS, has a fixed command limit, and runs
 // the bytes of a literal it refused as commands; upstream work on these has
 // been open for years. go-imap's client (imapclient) drives the tests.
-// Modified UTF-7 (mutf7.go) and the SASL LOGIN exchange are hand-written
+// Modified UTF-7 (internal/mutf7) and the SASL LOGIN exchange are hand-written
 // because go-imap's codec is internal and go-sasl has only LOGIN's client;
 // PLAIN uses go-sasl's server.
 //
