@@ -361,7 +361,14 @@ func cmdFetch(s *session, p *parser) error {
 			return err
 		}
 	}
-	missing, err := s.fetchTargets(ts, &args)
+	// A client that goes away stops the FETCH, also one whose items cost
+	// much and answer little (BINARY.SIZE of large parts), so that no
+	// write fails for a long while (backendWork's watch).
+	var missing bool
+	err = s.backendWork(func() (err error) {
+		missing, err = s.fetchTargets(ts, &args)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -496,6 +503,9 @@ func (s *session) fetchOne(seq uint32, m *backend.Message, a *fetchArgs, flagsCh
 	}
 	secs := make([]section, len(a.items))
 	for i := range a.items {
+		if err := s.ctx.Err(); err != nil {
+			return err // the client went away; an item may cost a pass over a part
+		}
 		it := &a.items[i]
 		var err error
 		switch it.name {
@@ -610,6 +620,9 @@ func (s *session) fetchOne(seq uint32, m *backend.Message, a *fetchArgs, flagsCh
 			default:
 				c.setBuf(b)
 				if err := s.copySection(body, sec); err != nil {
+					if c.out.err != nil {
+						return err // the client is gone or stopped reading (write_timeout)
+					}
 					// The response is broken mid-literal: the connection
 					// cannot go on.
 					s.log.Error("fetch: reading message failed", "uid", m.UID, "err", err)

@@ -2,11 +2,9 @@ package imapd
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -173,43 +171,4 @@ func FuzzInflater(f *testing.F) {
 			t.Fatalf("%d octets out of %d in", len(out), len(data))
 		}
 	})
-}
-
-// BenchmarkListWildcards: LIST matching costs the same for a pattern of
-// 1,000 wildcards as for one of 10 (it is linear, and runs of wildcards
-// collapse); a backtracking matcher never finishes the first.
-func BenchmarkListWildcards(b *testing.B) {
-	names := make([]string, 200)
-	for i := range names {
-		names[i] = fmt.Sprintf("Projects/%d/Archive/Mail %d/sub", i, i)
-	}
-	for _, n := range []int{10, 1000} {
-		pattern := strings.Repeat("*%", n/2) + "x"
-		b.Run(fmt.Sprintf("wildcards=%d", n), func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				m := newListMatcher(pattern, '/')
-				for _, name := range names {
-					m.match(name)
-				}
-			}
-		})
-	}
-}
-
-// TestListMatcher checks the matcher against the rules of RFC 9051 §6.3.9.
-func TestListMatcher(t *testing.T) {
-	for _, tc := range []struct {
-		pattern, name string
-		want          bool
-	}{
-		{"*", "a/b/c", true}, {"%", "a/b", false}, {"%", "a", true}, {"a/%", "a/b", true},
-		{"a/%", "a/b/c", false}, {"a/*", "a/b/c", true}, {"*c", "a/b/c", true}, {"%c", "a/c", false},
-		{"a*b%c", "axxb/c", false}, {"a*b%c", "axx/bxc", true}, {"", "", true}, {"INBOX", "INBOX", true},
-		{strings.Repeat("*%", 500) + "x", strings.Repeat("y", 100), false},
-		{strings.Repeat("%*", 20) + "x", "a/b/x", true},
-	} {
-		if got := newListMatcher(tc.pattern, '/').match(tc.name); got != tc.want {
-			t.Errorf("%q matches %q: %v, want %v", tc.pattern, tc.name, got, tc.want)
-		}
-	}
 }

@@ -121,6 +121,12 @@ type Options struct {
 	// first octet has arrived (an unterminated quoted string, a literal that
 	// never comes): then BAD and close. Default 60s.
 	CommandTimeout time.Duration
+	// WriteTimeout bounds each write of responses to the client: one that
+	// stops reading (a FETCH of large messages it never takes) is closed
+	// then, rather than holding the session. Output is buffered up to
+	// 64 KiB only, so a blocked client holds no more memory meanwhile.
+	// Default 5m.
+	WriteTimeout time.Duration
 	// DisableCompress turns COMPRESS=DEFLATE (RFC 4978) off ([imap]
 	// compress = false).
 	DisableCompress bool
@@ -149,6 +155,7 @@ const (
 	MaxMaxLineLength               = 1 << 20
 	DefaultMaxBadCommands          = 20
 	DefaultCommandTimeout          = 60 * time.Second
+	DefaultWriteTimeout            = 5 * time.Minute
 )
 
 // Server is an IMAP server. It is safe for concurrent use.
@@ -214,6 +221,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.CommandTimeout <= 0 {
 		opts.CommandTimeout = DefaultCommandTimeout
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
 	}
 	opts.Compress = !opts.DisableCompress
 	if opts.Logger == nil {
@@ -336,7 +346,7 @@ func (s *Server) drainLimit() int64 {
 
 // serve runs the connection until it ends.
 func (c *conn) serve(implicitTLS bool) {
-	defer c.raw.Close()
+	defer c.close()
 	c.log.Debug("connected", "tls", implicitTLS)
 	if implicitTLS {
 		if err := c.handshake(nil); err != nil {
