@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -18,6 +19,7 @@ func fuzzSession(t *testing.T, input []byte) (*session, func()) {
 	c := &conn{srv: srv, log: srv.log, raw: a, transport: a, sessCancel: func() {}}
 	c.out.c, c.out.w = c, a
 	c.in = newInbuf(bytes.NewReader(input))
+	c.in.maxDiscard = srv.drainLimit()
 	s := newSession(c)
 	s.state = stateSelected
 	s.sel = &selected{ghosts: map[uint32]bool{}, own: map[uint32]uint64{}}
@@ -35,7 +37,9 @@ func fuzzSession(t *testing.T, input []byte) (*session, func()) {
 // within the command's budget (max_line_length) and what is left of a
 // command is skipped without reading more than the command holds; a
 // sequence set, once written out, reads back the same; modified UTF-7
-// round-trips every valid UTF-8 name.
+// round-trips every valid UTF-8 name; what is read and dropped of refused
+// literals stays within the drain limit; a short LIST pattern matches as
+// the plain recursive reading of RFC 9051 §6.3.9 does (referenceMatch).
 func FuzzCommandParser(f *testing.F) {
 	seeds := []string{
 		"1:*,5,7:3 (UID FLAGS BODY.PEEK[1.2.MIME] BINARY[2]<0.10> BODY[HEADER.FIELDS (From To)]<5.6>)",
@@ -137,14 +141,27 @@ func FuzzCommandParser(f *testing.F) {
 		case kind%8 == 6:
 			_, perr = p.selectParams()
 		case kind%8 == 7:
-			_, perr = p.listMailbox()
+			var pat string
+			pat, perr = p.listMailbox()
+			if perr == nil && len(pat) <= 12 {
+				m := newListMatcher(pat, '/')
+				plain := strings.NewReplacer("*", "", "%", "").Replace(pat)
+				for _, name := range []string{"", "a", "a/b", "ab/c", "INBOX", "b/a/", plain, plain + "/x", "x" + plain} {
+					if got, want := m.match(name), referenceMatch(pat, name); got != want {
+						t.Fatalf("LIST pattern %q matches %q: %v, want %v", pat, name, got, want)
+					}
+				}
+			}
 		}
 		_ = perr
 		if p.used > p.limit+2 {
 			t.Fatalf("the command used %d octets, limit %d", p.used, p.limit)
 		}
-		if err := p.skipRest(); err != nil && !isStatus(err) && err != errCloseConn && err != errDrainTooLarge && err != io.EOF && err != io.ErrUnexpectedEOF {
+		if err := p.skipRest(); err != nil && !isStatus(err) && err != errCloseConn && err != errDrainTooLarge && err != errLineFlood && err != io.EOF && err != io.ErrUnexpectedEOF {
 			t.Fatalf("skipRest: %v", err)
+		}
+		if p.drained > s.srv.drainLimit() {
+			t.Fatalf("drained %d octets, limit %d", p.drained, s.srv.drainLimit())
 		}
 		if len(c.out.b) > 4096 {
 			t.Fatalf("%d octets of output for one command", len(c.out.b))

@@ -178,9 +178,10 @@ func (p *parser) skipRest() error {
 		// What one command may make the server read and drop is bounded
 		// in all: over COMPRESS a few octets on the wire can stand for
 		// megabytes.
-		if p.drained += h.n; h.n > p.c.srv.drainLimit() || p.drained > p.c.srv.drainLimit() {
+		if limit := p.c.srv.drainLimit(); h.n > limit || p.drained+h.n > limit {
 			return errDrainTooLarge
 		}
+		p.drained += h.n
 		p.c.log.Debug("discarding a literal of a failed command", "bytes", h.n)
 		if err := p.c.in.discard(h.n); err != nil {
 			return err

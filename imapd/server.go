@@ -25,11 +25,15 @@
 //
 // Bad input gets BAD and the connection stays open (until max_bad_commands
 // in a row); a literal over a limit is refused before it is read and, if
-// the client sends it anyway (LITERAL+), read and dropped, never run. Waits
-// are bounded: the login, an idle session (RFC 9051 §5.4), the rest of a
-// started command (command_timeout), the TLS handshake. Connection limits
-// come from internal/netlimit; a closed connection cancels the context its
-// command's backend calls run under.
+// the client sends it anyway (LITERAL+), read and dropped, never run; what
+// one command may make the server read and drop is bounded in all (also
+// over COMPRESS, where a few octets stand for megabytes). Waits are
+// bounded: the login, an idle session (RFC 9051 §5.4), the rest of a
+// started command (command_timeout), a write to a client that stops
+// reading (write_timeout), the TLS handshake. Connection limits come from
+// internal/netlimit. A client that goes away stops its command's work:
+// SEARCH, SORT, THREAD, LIST and FETCH run with a watch that reads ahead
+// and cancels the command's context at the close (TestHostileRequests).
 package imapd
 
 import (
