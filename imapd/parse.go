@@ -119,6 +119,8 @@ type parser struct {
 	stream *literalReader
 	// tooLong: the current line was cut (only its end is in line).
 	tooLong bool
+	// drained counts the octets of refused literals read and dropped.
+	drained int64
 }
 
 func (p *parser) errorf(format string, args ...any) *status {
@@ -167,19 +169,22 @@ func (p *parser) skipRest() error {
 	}
 	for {
 		h := p.lit
-		if !h.ok {
+		if !h.ok || !h.nonSync {
+			// A synchronising literal is not sent before "+": the command
+			// ends here.
 			return nil
 		}
 		if h.bad {
 			p.c.bye("Literal too large")
 			return errCloseConn
 		}
-		if !h.nonSync {
-			return nil
-		}
-		if h.n > p.c.srv.drainLimit() {
+		// What one command may make the server read and drop is bounded
+		// in all: over COMPRESS a few octets on the wire can stand for
+		// megabytes.
+		if limit := p.c.srv.drainLimit(); h.n > limit || p.drained+h.n > limit {
 			return errDrainTooLarge
 		}
+		p.drained += h.n
 		p.c.log.Debug("discarding a literal of a failed command", "bytes", h.n)
 		if err := p.c.in.discard(h.n); err != nil {
 			return err
@@ -398,6 +403,11 @@ func (p *parser) literal(binaryOK bool) ([]byte, error) {
 	if h.binary && !binaryOK {
 		return nil, p.errorf("literal8 not allowed here")
 	}
+	if h.bad && !h.nonSync {
+		// No octet of it comes before "+": refused, the session goes on.
+		p.c.untagged("NO [TOOBIG] Literal refused (limit %d)", p.limit)
+		return nil, p.errorf("Literal too large")
+	}
 	if h.bad {
 		p.c.bye("Literal too large")
 		return nil, errCloseConn
@@ -471,11 +481,11 @@ func (p *parser) messageLiteral(limit int64) (int64, *literalReader, error) {
 	if !h.ok || p.pos != h.at {
 		return 0, nil, p.errorf("Expected a literal at %q", p.rest())
 	}
-	if h.bad {
+	if h.bad && h.nonSync {
 		p.c.bye("Literal too large")
 		return 0, nil, errCloseConn
 	}
-	if h.n > limit {
+	if h.bad || h.n > limit {
 		return 0, nil, nof("TOOBIG", "Message too big (limit %d octets)", limit)
 	}
 	if err := p.beginLiteral(h); err != nil {
