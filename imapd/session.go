@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-sasl"
 
@@ -496,18 +495,9 @@ func (s *session) watchGone() {
 }
 
 // delayFailure slows password guessing (AuthFailureDelay), but not
-// Shutdown.
+// Shutdown, and not past the connection's end.
 func (s *session) delayFailure() {
-	d := s.srv.opts.AuthFailureDelay
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-s.srv.conns.Done():
-	}
+	s.srv.conns.Pause(s.ctx, s.srv.opts.AuthFailureDelay)
 }
 
 // cmdAuthenticate implements AUTHENTICATE (RFC 9051 §6.2.2) with SASL-IR
