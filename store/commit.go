@@ -90,7 +90,7 @@ func openMailFile(path string, opts Options) (*mailFile, error) {
 }
 
 func openFile(path, rel string, opts Options, j *journal, syncs *atomic.Uint64, failure *writeFailure) (*mailFile, error) {
-	db, err := openBolt(path, opts, mailMmapSize)
+	db, err := openBolt(path, opts, opts.mailReserve())
 	if err != nil {
 		return nil, err
 	}
@@ -460,11 +460,14 @@ func (f *mailFile) noteSize(direct bool) {
 		return nil
 	})
 	if direct {
-		size := f.hwm
-		if fi, err := f.fd.Stat(); err == nil {
-			size = max(size, fi.Size())
-		}
-		f.mappedLB = max(f.mappedLB, boltMmapSize(max(int64(mailMmapSize), size)))
+		// Not the file's size: bbolt grows the file by AllocSize (16 MiB)
+		// ahead of its high-water mark but remaps only when an allocation
+		// passes the mapping, so the file may be larger than what is
+		// mapped (a bound from the file's size let journaled commits run
+		// into a remap, which waits for the pin for ever). The mapping
+		// always covers the high-water mark and is a size bbolt rounds
+		// to, at least the reserve it was opened with.
+		f.mappedLB = max(f.mappedLB, boltMmapSize(max(int64(f.opts.mailReserve()), f.hwm)))
 	}
 }
 

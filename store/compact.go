@@ -235,7 +235,7 @@ func (f *mailFile) swapIn(tmp string) error {
 	}
 	// Reopen what is there: the new file, or the old one if the rename
 	// failed.
-	db, err := openBolt(f.path, f.opts, mailMmapSize)
+	db, err := openBolt(f.path, f.opts, f.opts.mailReserve())
 	if err != nil {
 		return errors.Join(renameErr, err)
 	}

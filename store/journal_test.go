@@ -608,3 +608,51 @@ func TestJournalSegmentsRotateAndRecycle(t *testing.T) {
 		}
 	}
 }
+
+// TestJournaledAppendsPassTheMapping: appends through the journal to one
+// file until it is well past the address space reserved for it (32 MiB
+// here, 256 MiB in production). bbolt grows the file 16 MiB ahead of its
+// data but remaps only when the data passes the mapping; a mapping bound
+// taken from the file's size let a journaled commit (whose pin holds the
+// mapping) run into that remap and wait for ever: the benchmark's
+// mailbox stopped at 63,547 messages. Each append must return.
+func TestJournaledAppendsPassTheMapping(t *testing.T) {
+	const reserve = 32 << 20
+	pins := 0
+	var mu sync.Mutex
+	s, err := Open(Options{Dir: t.TempDir(), NoSync: true, checkpointAge: time.Hour, mailMmapSize: reserve,
+		onPin: func(string) { mu.Lock(); pins++; mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ms, _ := newAccount(t, s, "big@example.org")
+	done := make(chan error, 1)
+	var appended atomic.Int64
+	go func() {
+		for i := 0; appended.Load() < 3*reserve; i++ {
+			m := bigMsg(i, 30<<10)
+			if _, err := ms.Append("INBOX", m, Limits{}); err != nil {
+				done <- err
+				return
+			}
+			appended.Add(int64(len(m.Body)))
+		}
+		done <- nil
+	}()
+	// A watchdog, not a timing assertion: the appends take a few seconds;
+	// with the bug they never end.
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("appends stopped after %d bytes (a commit waits for its own pin to remap)", appended.Load())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if pins == 0 {
+		t.Fatal("no append went through the journal")
+	}
+}

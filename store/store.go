@@ -190,6 +190,9 @@ type Options struct {
 	// been pinned, before the pinned state changes (tests: to keep a copy
 	// of the state recovery would restore).
 	onPin func(path string)
+	// mailMmapSize overrides the constant of that name (tests: to pass the
+	// first mapping of a file without writing 256 MiB).
+	mailMmapSize int
 }
 
 // Defaults of Options.
@@ -394,6 +397,15 @@ func (s *Store) Syncs() uint64 { return s.syncs.Load() }
 // a file grows without remapping until it passes this size. It costs
 // address space only, not memory.
 const mailMmapSize = 256 << 20
+
+// mailReserve is the address space reserved for a mail file: mailMmapSize
+// unless a test set another.
+func (o Options) mailReserve() int {
+	if o.mailMmapSize > 0 {
+		return o.mailMmapSize
+	}
+	return mailMmapSize
+}
 
 func openBolt(path string, opts Options, mmapSize int) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
