@@ -27,12 +27,14 @@ func (u *User) AppendMany(ctx context.Context, mailbox string, msgs []AppendMess
 		return nil, mapStoreErr(err, n)
 	}
 	nms := make([]store.NewMessage, len(msgs))
+	inMemory := 0 // what the spools hold in memory: bounded in all
 	for i, m := range msgs {
-		sp := u.b.NewSpool()
+		sp := u.b.NewSpoolSharing(inMemory)
 		defer sp.Close()
 		if _, err := io.Copy(sp, m.Body); err != nil {
 			return nil, err
 		}
+		inMemory += sp.MemoryBytes()
 		if sp.TooBig() {
 			return nil, ErrTooBig
 		}

@@ -445,14 +445,31 @@ func TestSearch(t *testing.T) {
 		{"sent on", SearchCriteria{SentOn: day("2026-03-10")}, "[2]"},
 		{"sent since", SearchCriteria{SentSince: day("2026-03-03")}, "[2]"},
 		{"uid set", SearchCriteria{UIDs: [][]UIDRange{{{2, 3}}}}, "[2 3]"},
+		{"uid set unsorted, reversed, overlapping", SearchCriteria{UIDs: [][]UIDRange{{{9, 12}, {3, 3}, {1, 1}, {3, 2}, {1, 1}}}}, "[1 2 3]"},
+		{"uid sets, each must hold", SearchCriteria{UIDs: [][]UIDRange{{{1, 1}, {3, 3}}, {{2, 3}}}}, "[3]"},
+		{"uid set in an or", SearchCriteria{Or: [][2]SearchCriteria{{{UIDs: [][]UIDRange{{{3, 3}, {1, 1}}}}, {Flag: []string{"$important"}}}}}, "[1 2 3]"},
 		{"not", SearchCriteria{Not: []SearchCriteria{{Header: []HeaderMatch{{"From", "bob"}}}}}, "[2]"},
 		{"or", SearchCriteria{Or: [][2]SearchCriteria{{{Larger: 1000}, {Flag: []string{FlagSeen}}}}}, "[2 3]"},
 		{"since today", SearchCriteria{Since: time.Now()}, "[1 2 3]"},
 		{"before today", SearchCriteria{Before: time.Now()}, "[]"},
 	} {
+		before := fmt.Sprint(tc.c)
 		got, err := u.Search(ctx, mb.ID, &tc.c)
 		if err != nil || fmt.Sprint(got) != tc.want {
 			t.Errorf("%s: %v %v, want %s", tc.name, got, err, tc.want)
+		}
+		if after := fmt.Sprint(tc.c); after != before {
+			t.Errorf("%s: the search changed its criteria: %s, was %s", tc.name, after, before)
+		}
+	}
+	// A search given up (its client went) fails with the context's error,
+	// never answers with a short result, also when every criterion reads
+	// the record only.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, c := range []SearchCriteria{{Flag: []string{FlagSeen}}, {NotFlag: []string{FlagSeen}}, {Text: []string{"pizza"}}} {
+		if got, err := u.Search(done, mb.ID, &c); !errors.Is(err, context.Canceled) {
+			t.Errorf("search %+v with its context done: %v %v", c, got, err)
 		}
 	}
 }

@@ -2,10 +2,13 @@ package backend
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"io"
 	"mime/quotedprintable"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -110,6 +113,7 @@ const parsedBatch = 1024
 // matches c (nil: every message), with the message's parsed form loaded if
 // at least want is asked (for sort keys).
 func (u *User) scan(ctx context.Context, mailboxID uint64, c *SearchCriteria, want need, fn func(mc *matchCtx) error) error {
+	c = prepared(c)
 	lo, hi := uint32(1), ^uint32(0)
 	if c != nil && len(c.UIDs) > 0 {
 		lo, hi = rangeBounds(c.UIDs[0])
@@ -120,16 +124,20 @@ func (u *User) scan(ctx context.Context, mailboxID uint64, c *SearchCriteria, wa
 		// match during the scan, keeping nothing else.
 		i := 0
 		var mc matchCtx // one for all: fn must not keep it
-		return u.Messages(mailboxID, lo, hi, func(m Message) error {
+		err := u.Messages(mailboxID, lo, hi, func(m Message) error {
 			if i++; i%4096 == 0 && ctx.Err() != nil {
 				return ctx.Err()
 			}
-			mc = matchCtx{u: u, msg: &m}
+			mc = matchCtx{ctx: ctx, u: u, msg: &m}
 			if c == nil || mc.match(c) {
 				return fn(&mc)
 			}
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		return ctx.Err() // a match stopped by ctx failed: the result is short
 	}
 	// Otherwise narrow by the record first, then load parsed forms in
 	// batches, one read transaction each. One matchCtx serves every
@@ -143,8 +151,11 @@ func (u *User) scan(ctx context.Context, mailboxID uint64, c *SearchCriteria, wa
 		msgs = make([]Message, 0, mb.Messages)
 	}
 	err := u.Messages(mailboxID, lo, hi, func(m Message) error {
+		if len(msgs)%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if c != nil && n == needRecord {
-			if mc := (matchCtx{u: u, msg: &m}); !mc.match(c) {
+			if mc := (matchCtx{ctx: ctx, u: u, msg: &m}); !mc.match(c) {
 				return nil
 			}
 		}
@@ -167,10 +178,10 @@ func (u *User) scan(ctx context.Context, mailboxID uint64, c *SearchCriteria, wa
 			return err
 		}
 		for i := range batch {
-			if n == needRaw && i%64 == 0 && ctx.Err() != nil {
+			if n == needRaw && ctx.Err() != nil {
 				return ctx.Err()
 			}
-			mc = matchCtx{u: u, msg: &batch[i], parsed: parsed[i]}
+			mc = matchCtx{ctx: ctx, u: u, msg: &batch[i], parsed: parsed[i]}
 			if c == nil || mc.match(c) {
 				if err := fn(&mc); err != nil {
 					return err
@@ -178,7 +189,7 @@ func (u *User) scan(ctx context.Context, mailboxID uint64, c *SearchCriteria, wa
 			}
 		}
 	}
-	return nil
+	return ctx.Err()
 }
 
 // parsedOf returns the parsed forms of msgs, read in one transaction; with
@@ -246,6 +257,10 @@ func rangeBounds(set []UIDRange) (uint32, uint32) {
 // matchCtx evaluates criteria against one message, loading its raw form
 // at most once and only when a criterion needs it.
 type matchCtx struct {
+	// ctx stops the match: a key over a large text costs a pass over it,
+	// and a search may have many (match then fails; scan returns ctx's
+	// error).
+	ctx    context.Context
 	u      *User
 	msg    *Message
 	parsed *Parsed
@@ -289,15 +304,17 @@ func (mc *matchCtx) header() header {
 	return mc.hdr
 }
 
-func containsFold(hay, needle string) bool {
-	return strings.Contains(strings.ToLower(hay), strings.ToLower(needle))
-}
-
 func day(t time.Time) time.Time {
 	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
 }
 
+// stopped reports that the search was given up.
+func (mc *matchCtx) stopped() bool { return mc.ctx != nil && mc.ctx.Err() != nil }
+
 func (mc *matchCtx) match(c *SearchCriteria) bool {
+	if mc.stopped() {
+		return false
+	}
 	m := mc.msg
 	for _, set := range c.UIDs {
 		if !inRanges(set, m.UID) {
@@ -331,24 +348,23 @@ func (mc *matchCtx) match(c *SearchCriteria) bool {
 	}
 	for field, needles := range [...][]string{addrFrom: c.From, addrTo: c.To, addrCc: c.Cc, addrBcc: c.Bcc} {
 		for _, s := range needles {
-			if !strings.Contains(mc.addresses(field), strings.ToLower(s)) {
+			if mc.stopped() || !strings.Contains(mc.addresses(field), s) {
 				return false
 			}
 		}
 	}
 	for _, h := range c.Header {
-		if !mc.headerMatch(h) {
+		if mc.stopped() || !mc.headerMatch(h) {
 			return false
 		}
 	}
 	for _, s := range c.Body {
-		if !strings.Contains(mc.body(), strings.ToLower(s)) {
+		if mc.stopped() || !strings.Contains(mc.body(), s) {
 			return false
 		}
 	}
 	for _, s := range c.Text {
-		s = strings.ToLower(s)
-		if !strings.Contains(mc.headers(), s) && !strings.Contains(mc.body(), s) {
+		if mc.stopped() || !strings.Contains(mc.headers(), s) && !strings.Contains(mc.body(), s) {
 			return false
 		}
 	}
@@ -435,7 +451,7 @@ func (mc *matchCtx) headerMatch(hm HeaderMatch) bool {
 		if hm.Value == "" {
 			return true
 		}
-		if containsFold(decodeWords(unfold(f.value)), hm.Value) {
+		if strings.Contains(strings.ToLower(decodeWords(unfold(f.value))), hm.Value) {
 			return true
 		}
 	}
@@ -558,15 +574,79 @@ func dateMatch(t, since, before, on time.Time) bool {
 	return true
 }
 
+// inRanges reports whether uid is in set, which prepared has sorted:
+// O(log n), so that a set of many single numbers (a client's 1 MiB list)
+// costs no pass over it for every message.
 func inRanges(set []UIDRange, uid uint32) bool {
-	for _, r := range set {
-		a, b := r.Start, r.Stop
-		if a > b {
-			a, b = b, a
+	i := sort.Search(len(set), func(i int) bool { return set[i].Stop >= uid })
+	return i < len(set) && set[i].Start <= uid
+}
+
+// prepared returns c (and its NOT and OR criteria) made ready for match,
+// once per search rather than once per message: every UID set ordered
+// (Start <= Stop), sorted, overlapping and adjacent ranges merged, for
+// inRanges; the strings to find lower-cased (a needle of 1 MiB costs one
+// pass, not one per message). c itself is not changed.
+func prepared(c *SearchCriteria) *SearchCriteria {
+	if c == nil {
+		return nil
+	}
+	out := *c
+	lower := func(l []string) []string {
+		if len(l) == 0 {
+			return l
 		}
-		if uid >= a && uid <= b {
-			return true
+		o := make([]string, len(l))
+		for i, s := range l {
+			o[i] = strings.ToLower(s)
+		}
+		return o
+	}
+	out.From, out.To, out.Cc, out.Bcc = lower(c.From), lower(c.To), lower(c.Cc), lower(c.Bcc)
+	out.Body, out.Text = lower(c.Body), lower(c.Text)
+	if len(c.Header) > 0 {
+		out.Header = make([]HeaderMatch, len(c.Header))
+		for i, h := range c.Header {
+			out.Header[i] = HeaderMatch{Key: h.Key, Value: strings.ToLower(h.Value)}
 		}
 	}
-	return false
+	if len(c.UIDs) > 0 {
+		out.UIDs = make([][]UIDRange, len(c.UIDs))
+		for i, set := range c.UIDs {
+			out.UIDs[i] = mergeRanges(set)
+		}
+	}
+	if len(c.Not) > 0 {
+		out.Not = make([]SearchCriteria, len(c.Not))
+		for i := range c.Not {
+			out.Not[i] = *prepared(&c.Not[i])
+		}
+	}
+	if len(c.Or) > 0 {
+		out.Or = make([][2]SearchCriteria, len(c.Or))
+		for i := range c.Or {
+			out.Or[i] = [2]SearchCriteria{*prepared(&c.Or[i][0]), *prepared(&c.Or[i][1])}
+		}
+	}
+	return &out
+}
+
+func mergeRanges(set []UIDRange) []UIDRange {
+	rs := make([]UIDRange, len(set))
+	for i, r := range set {
+		if r.Start > r.Stop {
+			r.Start, r.Stop = r.Stop, r.Start
+		}
+		rs[i] = r
+	}
+	slices.SortFunc(rs, func(a, b UIDRange) int { return cmp.Compare(a.Start, b.Start) })
+	out := rs[:0]
+	for _, r := range rs {
+		if n := len(out); n > 0 && uint64(r.Start) <= uint64(out[n-1].Stop)+1 {
+			out[n-1].Stop = max(out[n-1].Stop, r.Stop)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }

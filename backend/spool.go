@@ -30,6 +30,26 @@ func (b *Backend) NewSpool() *Spool {
 	return &Spool{dir: filepath.Join(b.opts.DataDir, "tmp"), memLimit: b.opts.SpoolMemoryBytes, max: b.opts.MaxMessageBytes}
 }
 
+// NewSpoolSharing returns an empty spool for one more message of a
+// command whose other messages hold inMemory octets in memory (their
+// MemoryBytes): together they keep at most SpoolMemoryBytes there, and the
+// rest goes to files, so that an IMAP MULTIAPPEND of many messages holds
+// no more memory than one.
+func (b *Backend) NewSpoolSharing(inMemory int) *Spool {
+	s := b.NewSpool()
+	s.memLimit = max(0, s.memLimit-inMemory)
+	return s
+}
+
+// MemoryBytes returns the memory the spool holds for its message (none
+// once it is in a file).
+func (s *Spool) MemoryBytes() int {
+	if s.f != nil {
+		return 0
+	}
+	return s.buf.Cap()
+}
+
 // Write appends p. Past the size limit it keeps counting but stores nothing
 // and returns ErrTooBig.
 func (s *Spool) Write(p []byte) (int, error) {

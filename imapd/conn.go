@@ -51,6 +51,9 @@ type conn struct {
 	ticket      *netlimit.Ticket
 	monitorStop atomic.Bool // the close monitor is to stop reading
 	byeSent     bool
+	// linger: the server says BYE to a client that may still be sending
+	// (close).
+	linger bool
 }
 
 type phase int
@@ -98,6 +101,7 @@ func (c *conn) setTransport(t net.Conn) {
 	c.transport = t
 	c.in = newInbuf(t)
 	c.in.arm, c.in.timeout = c.arm, c.onTimeout
+	c.in.maxDiscard = c.srv.drainLimit()
 	c.out.w = t
 }
 
@@ -160,25 +164,38 @@ func (c *conn) onTimeout(err error) error {
 	return err
 }
 
-// watchClose notices, while a long command runs in the backend, that the
-// client went away, and cancels the command's context then (a closed
-// connection stops its command's work). It reads ahead into the input
-// buffer (beneath the decompressor, whose stream a read deadline must not
-// break); what it reads is the next command. The returned stop ends the
-// watch and must be called before the connection is read again.
+// watchClose notices, while a long command runs, that the client went
+// away, and cancels the command's context then (a closed connection stops
+// its command's work). It reads ahead into the input buffer (beneath the
+// decompressor, whose stream a read deadline must not break); what it reads
+// is the next commands, kept for later. It goes on reading while the client
+// sends more (pipelined commands must not hide a close that follows them),
+// until the buffer is full (then the client has sent 64 KiB ahead and the
+// command runs to its end, still bounded). The returned stop ends the watch
+// and must be called before the connection is read again.
 func (c *conn) watchClose(cancel func()) (stop func()) {
 	in := c.in
 	if c.rawIn != nil {
 		in = c.rawIn
 	}
-	if len(in.buffered()) > 0 || len(c.in.buffered()) > 0 {
-		return func() {} // pipelined input: the client is there
-	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := in.fill(); err != nil && !isTimeout(err) {
+		for {
+			err := in.fill()
+			switch {
+			case err == nil:
+				continue
+			case errors.Is(err, errInbufFull):
+				return
+			case isTimeout(err):
+				if c.monitorStop.Load() {
+					return
+				}
+				continue // command_timeout passed without input: still there
+			}
 			cancel()
+			return
 		}
 	}()
 	return func() {
@@ -208,8 +225,55 @@ func (c *conn) accountGone() {
 	c.raw.SetReadDeadline(time.Now())
 }
 
+// A lingering close (close) reads and drops at most this much, this long.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 4 << 20
+)
+
+// close ends the connection at the end of its session. After a BYE of the
+// server's own in the middle of a command (too many bad commands, a line or
+// literal too large) the client may still be sending: a socket closed with
+// input unread answers with a reset, and the client's TCP then drops the
+// BYE it has not read yet. So the sending side is shut first, and what the
+// client still sends is read and dropped until it closes too, for at most
+// lingerTime and lingerBytes.
+func (c *conn) close() {
+	if c.linger {
+		if cw := closeWriter(c.raw); cw != nil && cw.CloseWrite() == nil {
+			c.raw.SetReadDeadline(time.Now().Add(lingerTime))
+			io.CopyN(io.Discard, c.raw, lingerBytes)
+		}
+	}
+	c.raw.Close()
+}
+
+// closeWriter finds the TCP connection beneath c's wrappers (netlimit's and
+// others that expose it by NetConn, as tls.Conn does).
+func closeWriter(c net.Conn) interface{ CloseWrite() error } {
+	for {
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			return cw
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = u.NetConn()
+	}
+}
+
 // Close implements lifecycle.Conn: Shutdown's last resort.
 func (c *conn) Close() error { return c.raw.Close() }
+
+// shrinkInput gives back the large input buffers of a bulk transfer (an
+// APPEND) once they are drained.
+func (c *conn) shrinkInput() {
+	c.in.shrink()
+	if c.rawIn != nil {
+		c.rawIn.shrink()
+	}
+}
 
 // bye sends "* BYE text" and flushes; the connection then ends.
 func (c *conn) bye(text string) {
@@ -217,6 +281,9 @@ func (c *conn) bye(text string) {
 		return
 	}
 	c.byeSent = true
+	// In the middle of a command (a line or literal too long, too many bad
+	// commands) or with commands read ahead, more input may be coming.
+	c.linger = c.out.err == nil && (c.phase == phaseCommand || len(c.in.buffered()) > 0)
 	c.out.grab()
 	c.out.b = append(c.out.b, "* BYE "...)
 	c.out.b = append(c.out.b, text...)
@@ -256,6 +323,7 @@ func (c *conn) startCompression() {
 	c.compressed = true
 	c.rawIn = c.in
 	c.in = newInbuf(newInflater(c.rawIn))
+	c.in.maxDiscard = c.srv.drainLimit()
 	fw, _ := flate.NewWriter(c.transport, flate.BestSpeed)
 	c.out.fw = fw
 	c.out.w = fw

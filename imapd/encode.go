@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/roostmail/roost/internal/mutf7"
 )
 
 // The response encoder. Responses are appended to one buffer per
@@ -16,10 +18,7 @@ import (
 // none. With COMPRESS=DEFLATE every flush ends with a deflate sync flush
 // (RFC 4978 §4: the client must never wait for data the compressor holds).
 
-const (
-	flushSize    = 64 << 10
-	writeTimeout = 5 * time.Minute
-)
+const flushSize = 64 << 10
 
 var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
@@ -58,7 +57,11 @@ func (o *outbuf) flush() error {
 		return nil
 	}
 	o.c.srv.debug(o.c.id, "S:", o.b)
-	o.c.raw.SetWriteDeadline(time.Now().Add(writeTimeout))
+	timeout := o.c.srv.opts.WriteTimeout
+	if timeout <= 0 {
+		timeout = DefaultWriteTimeout // a Server not made by New (tests)
+	}
+	o.c.raw.SetWriteDeadline(time.Now().Add(timeout))
 	_, err := o.w.Write(o.b)
 	if err == nil && o.fw != nil {
 		err = o.fw.Flush()
@@ -68,6 +71,9 @@ func (o *outbuf) flush() error {
 		o.b = make([]byte, 0, 4096)
 	}
 	if err != nil {
+		if isTimeout(err) {
+			o.c.log.Info("write timeout: the client does not read; closing", "write_timeout", timeout)
+		}
 		o.err = err
 		o.c.sessCancel()
 	}
@@ -175,7 +181,7 @@ func appendMailbox(b []byte, name string, utf8 bool) []byte {
 		return append(b, name...)
 	}
 	if !utf8 {
-		name = encodeMUTF7(name)
+		name = mutf7.Encode(name)
 	}
 	return appendString(b, name, utf8)
 }

@@ -10,7 +10,8 @@ import (
 // no sticky error: a read deadline that interrupts a wait (Shutdown, account
 // deletion, the close monitor) leaves the buffer as it was, and the caller
 // decides whether to read on. It grows for bulk transfers (APPEND) and
-// shrinks back when drained, so an idle connection holds 4 KiB.
+// shrinks back when drained and the connection waits for its next command
+// (shrink), so an idle connection holds 4 KiB.
 type inbuf struct {
 	rd   io.Reader
 	buf  []byte
@@ -21,6 +22,10 @@ type inbuf struct {
 	timeout func(err error) error
 	// tail holds the end of the last line that was too long.
 	tail []byte
+	// maxDiscard bounds what readLine reads and drops of a line too long
+	// (0: no bound): past it the line ends the connection (errLineFlood).
+	// Over COMPRESS a few octets on the wire can stand for megabytes.
+	maxDiscard int64
 }
 
 const (
@@ -29,6 +34,13 @@ const (
 )
 
 var errLineTooLong = errors.New("line too long")
+
+// errLineFlood: a line went on for more than maxDiscard past the limit.
+var errLineFlood = errors.New("imapd: line far too long")
+
+// errInbufFull: fill found no room, the buffer holds inbufMax octets not
+// yet consumed (only the close watch reads ahead like that).
+var errInbufFull = errors.New("imapd: input buffer full")
 
 func newInbuf(rd io.Reader) *inbuf { return &inbuf{rd: rd, buf: make([]byte, inbufMin)} }
 
@@ -39,10 +51,9 @@ func (b *inbuf) buffered() []byte { return b.buf[b.r:b.w] }
 func (b *inbuf) fill() error {
 	switch {
 	case b.r == b.w:
+		// Not shrunk here: a literal read in pieces would make a new
+		// buffer for every piece.
 		b.r, b.w = 0, 0
-		if len(b.buf) > inbufMin {
-			b.buf = make([]byte, inbufMin)
-		}
 	case b.w == len(b.buf) && b.r > 0:
 		b.w = copy(b.buf, b.buf[b.r:b.w])
 		b.r = 0
@@ -50,6 +61,9 @@ func (b *inbuf) fill() error {
 		nb := make([]byte, min(2*len(b.buf), inbufMax))
 		b.w = copy(nb, b.buf[b.r:b.w])
 		b.r, b.buf = 0, nb
+	}
+	if b.w == len(b.buf) {
+		return errInbufFull
 	}
 	for {
 		if b.arm != nil {
@@ -76,6 +90,14 @@ func (b *inbuf) fill() error {
 			}
 		}
 		return err
+	}
+}
+
+// shrink replaces a large buffer that holds nothing unread by a small one.
+func (b *inbuf) shrink() {
+	if b.r == b.w && len(b.buf) > inbufMin {
+		b.r, b.w = 0, 0
+		b.buf = make([]byte, inbufMin)
 	}
 }
 
@@ -127,6 +149,7 @@ func (b *inbuf) discard(n int64) error {
 // octets (which may hold a literal header) are then in b.tail.
 func (b *inbuf) readLine(dst []byte, max int) ([]byte, error) {
 	tooLong := false
+	var dropped int64
 	b.tail = b.tail[:0]
 	for {
 		data := b.buf[b.r:b.w]
@@ -143,6 +166,7 @@ func (b *inbuf) readLine(dst []byte, max int) ([]byte, error) {
 			seg = seg[room:]
 		}
 		if tooLong {
+			dropped += int64(len(seg))
 			b.tail = append(b.tail, seg...)
 			if len(b.tail) > 64 {
 				b.tail = append(b.tail[:0], b.tail[len(b.tail)-64:]...)
@@ -159,6 +183,9 @@ func (b *inbuf) readLine(dst []byte, max int) ([]byte, error) {
 			return trimCR(dst), nil
 		}
 		b.r = b.w
+		if tooLong && b.maxDiscard > 0 && dropped > b.maxDiscard {
+			return dst, errLineFlood
+		}
 		if err := b.fill(); err != nil {
 			return dst, err
 		}

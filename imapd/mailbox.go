@@ -469,7 +469,10 @@ func cmdList(s *session, p *parser) error {
 		s.c.untagged(`%s (\Noselect) "/" ""`, s.cmd)
 		return nil
 	}
-	return s.list(ref, patterns, opts, lsub)
+	// Many patterns over many names take a while: a client that goes
+	// away meanwhile stops the work (backendWork's watch), also when the
+	// patterns match nothing and no write fails.
+	return s.backendWork(func() error { return s.list(ref, patterns, opts, lsub) })
 }
 
 func (s *session) list(ref string, patterns []string, opts listOptions, lsub bool) error {
@@ -545,12 +548,17 @@ func (s *session) list(ref string, patterns []string, opts listOptions, lsub boo
 	// The reference and each pattern are read together, by concatenation
 	// (RFC 9051 §6.3.9: LIST "INBOX" "*" is INBOX*); a pattern starting
 	// with the delimiter ignores the reference.
-	matchers := make([]*listMatcher, len(patterns))
-	for i, pat := range patterns {
+	// A pattern given twice is matched once.
+	matchers := make([]*listMatcher, 0, len(patterns))
+	seen := make(map[string]bool, len(patterns))
+	for _, pat := range patterns {
 		if !strings.HasPrefix(pat, backend.Separator) {
 			pat = ref + pat
 		}
-		matchers[i] = newListMatcher(canonicalInboxPrefix(pat), '/')
+		if pat = canonicalInboxPrefix(pat); !seen[pat] {
+			seen[pat] = true
+			matchers = append(matchers, newListMatcher(pat, '/'))
+		}
 	}
 	matches := func(n string) bool {
 		for _, m := range matchers {

@@ -44,6 +44,7 @@ func cmdAppend(s *session, p *parser) error {
 		}
 	}()
 	var total int64
+	inMemory := 0
 	for {
 		if err := p.sp(); err != nil {
 			return err
@@ -70,7 +71,9 @@ func cmdAppend(s *session, p *parser) error {
 		if err != nil {
 			return err
 		}
-		spool := s.srv.opts.Backend.NewSpool()
+		// The messages of a MULTIAPPEND share one spool's memory; the
+		// rest of them waits in files.
+		spool := s.srv.opts.Backend.NewSpoolSharing(inMemory)
 		spools = append(spools, spool)
 		limit := s.srv.opts.AppendLimit
 		if c := p.peek(); c == '{' || c == '~' {
@@ -88,7 +91,18 @@ func cmdAppend(s *session, p *parser) error {
 			if err := p.sp(); err != nil {
 				return err
 			}
-			if err := p.list(func() error { return s.catenatePart(p, spool, limit) }); err != nil {
+			var last catenateSource
+			err = p.list(func() error {
+				if err := s.catenatePart(p, spool, limit, &last); err != nil {
+					return err
+				}
+				if spool.TooBig() || spool.Size() > limit {
+					// Refused at once, not after copying every part.
+					return nof("TOOBIG", "Message too big (limit %d octets)", limit)
+				}
+				return nil
+			})
+			if err != nil {
 				return err
 			}
 		}
@@ -96,6 +110,7 @@ func cmdAppend(s *session, p *parser) error {
 			return nof("TOOBIG", "Message too big (limit %d octets)", limit)
 		}
 		total += spool.Size()
+		inMemory += spool.MemoryBytes()
 		r, err := spool.Reader()
 		if err != nil {
 			return s.mapErr("append", err, false)
@@ -151,7 +166,7 @@ func (s *session) appendLiteral(p *parser, w io.Writer, limit int64) error {
 }
 
 // catenatePart reads one cat-part (RFC 4469 §5: TEXT literal, or URL).
-func (s *session) catenatePart(p *parser, w io.Writer, limit int64) error {
+func (s *session) catenatePart(p *parser, w io.Writer, limit int64, last *catenateSource) error {
 	kw, err := p.keyword()
 	if err != nil {
 		return err
@@ -167,14 +182,26 @@ func (s *session) catenatePart(p *parser, w io.Writer, limit int64) error {
 		if err != nil {
 			return err
 		}
-		return s.catenateURL(u, w)
+		return s.catenateURL(u, w, last)
 	}
 	return badf("Unknown CATENATE part %s", kw)
 }
 
+// catenateSource is the message the last URL of a CATENATE named: a URL
+// of the same message again (a client may send thousands) needs no new
+// lookups.
+type catenateSource struct {
+	name   string
+	uid    uint32
+	mb     backend.Mailbox
+	msg    backend.Message
+	body   *backend.BodyReader
+	parsed *backend.Parsed // read when a SECTION needs it
+}
+
 // catenateURL copies what an IMAP URL of this account names (RFC 5092:
 // "/mailbox[;UIDVALIDITY=n]/;UID=n[/;SECTION=s][/;PARTIAL=o[.n]]").
-func (s *session) catenateURL(raw string, w io.Writer) error {
+func (s *session) catenateURL(raw string, w io.Writer, last *catenateSource) error {
 	bad := nof("BADURL "+raw, "Invalid or unknown URL")
 	if !strings.HasPrefix(raw, "/") {
 		return bad
@@ -227,24 +254,30 @@ func (s *session) catenateURL(raw string, w io.Writer) error {
 			return bad
 		}
 	}
-	mb, err := s.user.Mailbox(name)
-	if err != nil {
+	if last.body == nil || last.name != name || last.uid != uint32(uid) {
+		mb, err := s.user.Mailbox(name)
+		if err != nil {
+			return bad
+		}
+		found, err := s.user.MessagesByUID(mb.ID, []uint32{uint32(uid)})
+		if err != nil || len(found) == 0 {
+			return bad
+		}
+		*last = catenateSource{name: name, uid: uint32(uid), mb: mb, msg: found[0]}
+		last.body = s.user.OpenBody(&last.msg)
+	}
+	if uidValidity != "" && uidValidity != strconv.FormatUint(uint64(last.mb.UIDValidity), 10) {
 		return bad
 	}
-	if uidValidity != "" && uidValidity != strconv.FormatUint(uint64(mb.UIDValidity), 10) {
-		return bad
+	if (len(it.part) > 0 || it.spec != "") && last.parsed == nil {
+		parsed, err := s.user.Parsed(&last.msg)
+		if err != nil {
+			return bad
+		}
+		last.parsed = parsed
 	}
-	found, err := s.user.MessagesByUID(mb.ID, []uint32{uint32(uid)})
-	if err != nil || len(found) == 0 {
-		return bad
-	}
-	m := &found[0]
-	parsed, err := s.user.Parsed(m)
-	if err != nil {
-		return bad
-	}
-	body := s.user.OpenBody(m)
-	sec, err := s.bodySection(m, body, parsed, &it)
+	body := last.body
+	sec, err := s.bodySection(&last.msg, body, last.parsed, &it)
 	if err != nil {
 		return bad
 	}
@@ -552,17 +585,7 @@ func (s *session) qresyncSelect(sel *selected, mb backend.Mailbox, q *qresyncPar
 	}
 	known := func(uid uint32) bool { return true }
 	if q.knownUIDs != nil {
-		set := *q.knownUIDs
-		maxUID := mb.UIDNext - 1
-		known = func(uid uint32) bool {
-			for _, r := range set.ranges {
-				a, b := r.bounds(maxUID)
-				if uid >= a && uid <= b {
-					return true
-				}
-			}
-			return false
-		}
+		known = q.knownUIDs.contains(mb.UIDNext - 1)
 	}
 	if err := s.reportVanished(sel, mb, q.modseq, known); err != nil {
 		return err
@@ -641,17 +664,9 @@ func (s *session) vanishedEarlier(set numSet, since uint64) error {
 		return s.mapErr("fetch", err, false)
 	}
 	maxUID := mb.UIDNext - 1
-	known := func(uid uint32) bool {
-		if set.saved {
-			return false
-		}
-		for _, r := range set.ranges {
-			a, b := r.bounds(maxUID)
-			if uid >= a && uid <= b {
-				return true
-			}
-		}
-		return false
+	known := func(uint32) bool { return false }
+	if !set.saved {
+		known = set.contains(maxUID)
 	}
 	return s.reportVanished(sel, mb, since, known)
 }

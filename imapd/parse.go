@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/roostmail/roost/internal/mutf7"
 )
 
 // The command parser.
@@ -116,6 +119,8 @@ type parser struct {
 	stream *literalReader
 	// tooLong: the current line was cut (only its end is in line).
 	tooLong bool
+	// drained counts the octets of refused literals read and dropped.
+	drained int64
 }
 
 func (p *parser) errorf(format string, args ...any) *status {
@@ -164,19 +169,22 @@ func (p *parser) skipRest() error {
 	}
 	for {
 		h := p.lit
-		if !h.ok {
+		if !h.ok || !h.nonSync {
+			// A synchronising literal is not sent before "+": the command
+			// ends here.
 			return nil
 		}
 		if h.bad {
 			p.c.bye("Literal too large")
 			return errCloseConn
 		}
-		if !h.nonSync {
-			return nil
-		}
-		if h.n > p.c.srv.drainLimit() {
+		// What one command may make the server read and drop is bounded
+		// in all: over COMPRESS a few octets on the wire can stand for
+		// megabytes.
+		if limit := p.c.srv.drainLimit(); h.n > limit || p.drained+h.n > limit {
 			return errDrainTooLarge
 		}
+		p.drained += h.n
 		p.c.log.Debug("discarding a literal of a failed command", "bytes", h.n)
 		if err := p.c.in.discard(h.n); err != nil {
 			return err
@@ -395,6 +403,11 @@ func (p *parser) literal(binaryOK bool) ([]byte, error) {
 	if h.binary && !binaryOK {
 		return nil, p.errorf("literal8 not allowed here")
 	}
+	if h.bad && !h.nonSync {
+		// No octet of it comes before "+": refused, the session goes on.
+		p.c.untagged("NO [TOOBIG] Literal refused (limit %d)", p.limit)
+		return nil, p.errorf("Literal too large")
+	}
 	if h.bad {
 		p.c.bye("Literal too large")
 		return nil, errCloseConn
@@ -468,11 +481,11 @@ func (p *parser) messageLiteral(limit int64) (int64, *literalReader, error) {
 	if !h.ok || p.pos != h.at {
 		return 0, nil, p.errorf("Expected a literal at %q", p.rest())
 	}
-	if h.bad {
+	if h.bad && h.nonSync {
 		p.c.bye("Literal too large")
 		return 0, nil, errCloseConn
 	}
-	if h.n > limit {
+	if h.bad || h.n > limit {
 		return 0, nil, nof("TOOBIG", "Message too big (limit %d octets)", limit)
 	}
 	if err := p.beginLiteral(h); err != nil {
@@ -567,12 +580,12 @@ func (p *parser) mailbox() (string, error) {
 	}
 	if p.utf8 {
 		// RFC 6855 §3 / RFC 9051: raw UTF-8, '&' is an ordinary character.
-		if !validUTF8(s) {
+		if !utf8.ValidString(s) {
 			return "", nof("CANNOT", "Mailbox name is not valid UTF-8")
 		}
 		return s, nil
 	}
-	d, err := decodeMUTF7(s)
+	d, err := mutf7.Decode(s)
 	if err != nil {
 		return "", nof("CANNOT", "Mailbox name is not valid modified UTF-7 (RFC 3501 section 5.1.3)")
 	}
@@ -605,7 +618,7 @@ func (p *parser) listMailbox() (string, error) {
 	if p.utf8 {
 		return s, nil
 	}
-	d, err := decodeMUTF7(s)
+	d, err := mutf7.Decode(s)
 	if err != nil {
 		return s, nil // matches nothing sensible, but is no error (RFC 3501 §6.3.8)
 	}

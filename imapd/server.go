@@ -9,7 +9,7 @@
 // modseqs), has no ID and no COMPRESS, has a fixed command limit, and runs
 // the bytes of a literal it refused as commands; upstream work on these has
 // been open for years. go-imap's client (imapclient) drives the tests.
-// Modified UTF-7 (mutf7.go) and the SASL LOGIN exchange are hand-written
+// Modified UTF-7 (internal/mutf7) and the SASL LOGIN exchange are hand-written
 // because go-imap's codec is internal and go-sasl has only LOGIN's client;
 // PLAIN uses go-sasl's server.
 //
@@ -25,11 +25,15 @@
 //
 // Bad input gets BAD and the connection stays open (until max_bad_commands
 // in a row); a literal over a limit is refused before it is read and, if
-// the client sends it anyway (LITERAL+), read and dropped, never run. Waits
-// are bounded: the login, an idle session (RFC 9051 §5.4), the rest of a
-// started command (command_timeout), the TLS handshake. Connection limits
-// come from internal/netlimit; a closed connection cancels the context its
-// command's backend calls run under.
+// the client sends it anyway (LITERAL+), read and dropped, never run; what
+// one command may make the server read and drop is bounded in all (also
+// over COMPRESS, where a few octets stand for megabytes). Waits are
+// bounded: the login, an idle session (RFC 9051 §5.4), the rest of a
+// started command (command_timeout), a write to a client that stops
+// reading (write_timeout), the TLS handshake. Connection limits come from
+// internal/netlimit. A client that goes away stops its command's work:
+// SEARCH, SORT, THREAD, LIST and FETCH run with a watch that reads ahead
+// and cancels the command's context at the close (TestHostileRequests).
 package imapd
 
 import (
@@ -121,6 +125,12 @@ type Options struct {
 	// first octet has arrived (an unterminated quoted string, a literal that
 	// never comes): then BAD and close. Default 60s.
 	CommandTimeout time.Duration
+	// WriteTimeout bounds each write of responses to the client: one that
+	// stops reading (a FETCH of large messages it never takes) is closed
+	// then, rather than holding the session. Output is buffered up to
+	// 64 KiB only, so a blocked client holds no more memory meanwhile.
+	// Default 5m.
+	WriteTimeout time.Duration
 	// DisableCompress turns COMPRESS=DEFLATE (RFC 4978) off ([imap]
 	// compress = false).
 	DisableCompress bool
@@ -149,6 +159,7 @@ const (
 	MaxMaxLineLength               = 1 << 20
 	DefaultMaxBadCommands          = 20
 	DefaultCommandTimeout          = 60 * time.Second
+	DefaultWriteTimeout            = 5 * time.Minute
 )
 
 // Server is an IMAP server. It is safe for concurrent use.
@@ -214,6 +225,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.CommandTimeout <= 0 {
 		opts.CommandTimeout = DefaultCommandTimeout
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
 	}
 	opts.Compress = !opts.DisableCompress
 	if opts.Logger == nil {
@@ -336,7 +350,7 @@ func (s *Server) drainLimit() int64 {
 
 // serve runs the connection until it ends.
 func (c *conn) serve(implicitTLS bool) {
-	defer c.raw.Close()
+	defer c.close()
 	c.log.Debug("connected", "tls", implicitTLS)
 	if implicitTLS {
 		if err := c.handshake(nil); err != nil {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-sasl"
 
@@ -157,6 +156,7 @@ func (s *session) serveCommand() error {
 	// Wait for the first byte as "waiting for a command"; the rest of the
 	// line is bounded by command_timeout.
 	if len(c.in.buffered()) == 0 {
+		c.shrinkInput() // an idle connection holds 4 KiB of input buffer
 		if err := s.waitCommand(); err != nil {
 			return s.readFailed(err)
 		}
@@ -262,6 +262,16 @@ func (s *session) commandReadFailed(err error, partial []byte) error {
 		s.c.bye("Command timeout")
 		return errCloseConn
 	}
+	if errors.Is(err, errLineFlood) {
+		tag, _ := splitTag(partial)
+		if !validTag(tag) {
+			tag = "*"
+		}
+		s.log.Info("command line far too long; closing", "limit", s.srv.opts.MaxLineLength, "discarded", s.srv.drainLimit())
+		s.c.writeStatus(tag, badf("Command line too long (limit %d octets)", s.srv.opts.MaxLineLength))
+		s.c.bye("Command line too long")
+		return errCloseConn
+	}
 	if errors.Is(err, errGone) || errors.Is(err, errStopping) || errors.Is(err, errEvicted) {
 		return s.readFailed(err)
 	}
@@ -278,8 +288,8 @@ func (s *session) finish(p *parser, tag string, err error, noExpunge bool) error
 	case errors.As(err, &st):
 	case errors.Is(err, errCloseConn):
 		return err
-	case isTimeout(err):
-		return s.commandReadFailed(err, nil)
+	case isTimeout(err), errors.Is(err, errLineFlood):
+		return s.commandReadFailed(err, []byte(tag))
 	case errors.Is(err, errGone), errors.Is(err, errStopping), errors.Is(err, errEvicted):
 		return s.readFailed(err)
 	default:
@@ -297,7 +307,7 @@ func (s *session) finish(p *parser, tag string, err error, noExpunge bool) error
 			} else if errors.Is(serr, errCloseConn) {
 				return serr
 			} else {
-				return s.commandReadFailed(serr, nil)
+				return s.commandReadFailed(serr, []byte(tag))
 			}
 		}
 	}
@@ -485,18 +495,9 @@ func (s *session) watchGone() {
 }
 
 // delayFailure slows password guessing (AuthFailureDelay), but not
-// Shutdown.
+// Shutdown, and not past the connection's end.
 func (s *session) delayFailure() {
-	d := s.srv.opts.AuthFailureDelay
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-s.srv.conns.Done():
-	}
+	s.srv.conns.Pause(s.ctx, s.srv.opts.AuthFailureDelay)
 }
 
 // cmdAuthenticate implements AUTHENTICATE (RFC 9051 §6.2.2) with SASL-IR

@@ -141,17 +141,10 @@ func (s *session) authenticated() *backend.User {
 	return s.user
 }
 
+// delayFailure slows password guessing (AuthFailureDelay), but not
+// Shutdown.
 func (s *session) delayFailure() {
-	d := s.srv.opts.Submission.AuthFailureDelay
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-s.srv.conns.Done():
-	}
+	s.srv.conns.Pause(context.Background(), s.srv.opts.Submission.AuthFailureDelay)
 }
 
 // loginServer is the server side of the LOGIN mechanism

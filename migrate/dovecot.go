@@ -6,6 +6,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/roostmail/roost/internal/mutf7"
 )
 
 // UIDList is a parsed dovecot-uidlist file: the mailbox's UIDVALIDITY, the
@@ -262,7 +264,7 @@ func ParseSubscriptions(data []byte, sep string) []string {
 			parts = strings.Split(line, sep)
 		}
 		for j, p := range parts {
-			if d, err := DecodeMUTF7(p); err == nil {
+			if d, err := mutf7.Decode(p); err == nil {
 				parts[j] = d
 			}
 		}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/roostmail/roost/internal/mutf7"
 )
 
 // FuzzMaildirFiles: Dovecot's files and Maildir file names from anywhere
@@ -45,9 +47,9 @@ func FuzzMaildirFiles(f *testing.F) {
 		if !slices.Equal(flags, back) {
 			t.Fatalf("flags %q written as %q read back as %q", flags, file, back)
 		}
-		if d, err := DecodeMUTF7(name); err == nil {
-			if e := EncodeMUTF7(d); e != name {
-				if d2, err := DecodeMUTF7(e); err != nil || d2 != d {
+		if d, err := mutf7.Decode(name); err == nil {
+			if e := mutf7.Encode(d); e != name {
+				if d2, err := mutf7.Decode(e); err != nil || d2 != d {
 					t.Fatalf("mUTF-7 %q -> %q -> %q", name, d, e)
 				}
 			}

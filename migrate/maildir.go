@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/roostmail/roost/internal/mutf7"
 )
 
 // Maildir file names (https://cr.yp.to/proto/maildir.html, with Dovecot's
@@ -225,7 +227,7 @@ func scanFS(fsys fs.FS, dir, name string, out *[]Folder) error {
 		if strings.HasPrefix(n, ".") || n == "cur" || n == "new" || n == "tmp" || !isDir(fsys, p, e) {
 			continue
 		}
-		mbox, err := DecodeMUTF7(n)
+		mbox, err := mutf7.Decode(n)
 		if err != nil {
 			mbox = n // Dovecot with UTF-8 names on disk
 		}
@@ -261,7 +263,7 @@ func maildirPlusPlusName(dir string) (string, error) {
 		if p == "" {
 			return "", errors.New("empty level in folder name")
 		}
-		d, err := DecodeMUTF7(p)
+		d, err := mutf7.Decode(p)
 		if err != nil {
 			d = p // a UTF-8 name on disk
 		}

@@ -14,8 +14,9 @@
 // The code is our own: Dovecot's uidlist and keywords files and its
 // LAYOUT=fs have no Go library, the Go Maildir and mbox packages that
 // exist (emersion/go-maildir, go-mbox) neither know Dovecot's keyword
-// letters nor give the byte-exact control a round trip needs, and
-// go-imap's modified UTF-7 codec is internal to it. Every parser here has
+// letters nor give the byte-exact control a round trip needs (folder names
+// in modified UTF-7 go through internal/mutf7, which imapd shares, since
+// go-imap's codec is internal to it). Every parser here has
 // a fuzz target (fuzz_test.go).
 //
 // Readers take an fs.FS (the caller opens the directory), so that this

@@ -12,29 +12,6 @@ import (
 	"time"
 )
 
-func TestMUTF7(t *testing.T) {
-	for _, tc := range []struct{ utf8, mutf7 string }{
-		{"INBOX", "INBOX"},
-		{"Été", "&AMk-t&AOk-"},
-		{"A&B", "A&-B"},
-		{"日本語", "&ZeVnLIqe-"},
-		{"Entwürfe", "Entw&APw-rfe"},
-		{"😀", "&2D3eAA-"},
-	} {
-		if got := EncodeMUTF7(tc.utf8); got != tc.mutf7 {
-			t.Errorf("EncodeMUTF7(%q) = %q, want %q", tc.utf8, got, tc.mutf7)
-		}
-		if got, err := DecodeMUTF7(tc.mutf7); err != nil || got != tc.utf8 {
-			t.Errorf("DecodeMUTF7(%q) = %q, %v; want %q", tc.mutf7, got, err, tc.utf8)
-		}
-	}
-	for _, bad := range []string{"&AMk", "&A-", "&AGE-", "é", "&2D0-"} {
-		if got, err := DecodeMUTF7(bad); err == nil {
-			t.Errorf("DecodeMUTF7(%q) = %q, want an error", bad, got)
-		}
-	}
-}
-
 func TestParseUIDList(t *testing.T) {
 	for _, tc := range []struct {
 		name, data string

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/roostmail/roost/internal/mutf7"
 )
 
 // MaildirWriter writes a Maildir that Dovecot reads as it is: message files
@@ -59,7 +61,7 @@ func (w *MaildirWriter) folderDir(name string) (string, error) {
 		if p == "" || p == "." || p == ".." {
 			return "", fmt.Errorf("mailbox %q: cannot be a directory name", name)
 		}
-		parts[i] = EncodeMUTF7(p)
+		parts[i] = mutf7.Encode(p)
 		if !w.layoutFS && strings.Contains(parts[i], ".") {
 			return "", fmt.Errorf("mailbox %q has a '.' in its name, which Maildir++ uses between levels: export with --layout fs", name)
 		}
@@ -165,7 +167,7 @@ func (w *MaildirWriter) Close() error {
 	for _, n := range w.subs {
 		parts := strings.Split(n, Separator)
 		for i, p := range parts {
-			parts[i] = EncodeMUTF7(p)
+			parts[i] = mutf7.Encode(p)
 		}
 		b.WriteString(strings.Join(parts, sep))
 		b.WriteByte('\n')

@@ -232,6 +232,11 @@ func (e *Engine) Run() error {
 	}
 	e.mu.Lock()
 	for _, m := range list {
+		// A Retry that ran between QueuedList and here has already set an
+		// earlier time; the list's copy of NextAttempt is older than it.
+		if cur, ok := e.due[m.ID]; ok && cur.Before(m.NextAttempt) {
+			continue
+		}
 		e.due[m.ID] = m.NextAttempt
 	}
 	e.mu.Unlock()

@@ -665,13 +665,7 @@ func (s *session) authDelay() {
 		return
 	}
 	defer s.watchPeer()()
-	t := time.NewTimer(s.opts.AuthFailureDelay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-s.srv.conns.Done():
-	case <-s.ctx.Done():
-	}
+	s.srv.conns.Pause(s.ctx, s.opts.AuthFailureDelay)
 }
 
 // watchPeer watches the connection while the session works on a command

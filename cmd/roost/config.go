@@ -192,6 +192,7 @@ type IMAPConfig struct {
 	MaxBadCommands          int           `koanf:"max_bad_commands"`
 	Compress                bool          `koanf:"compress"`
 	CommandTimeout          time.Duration `koanf:"command_timeout"`
+	WriteTimeout            time.Duration `koanf:"write_timeout"`
 }
 
 // POP3Config is [pop3].
@@ -328,6 +329,7 @@ func defaultConfig() Config {
 			MaxBadCommands:          20,
 			Compress:                true,
 			CommandTimeout:          60 * time.Second,
+			WriteTimeout:            5 * time.Minute,
 		},
 		POP3: POP3Config{
 			Listen:              "127.0.0.1:1110",

@@ -34,6 +34,7 @@ func imapEndpoints(d deps) ([]endpoint, error) {
 		MaxBadCommands:          c.MaxBadCommands,
 		DisableCompress:         !c.Compress,
 		CommandTimeout:          c.CommandTimeout,
+		WriteTimeout:            c.WriteTimeout,
 		Logger:                  d.log.With("service", "imap"),
 	})
 	if err != nil {

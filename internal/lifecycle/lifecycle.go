@@ -107,6 +107,22 @@ func (t *Tracker[C]) Closing() bool { return t.closing.Load() }
 // Done returns a channel that Stop closes.
 func (t *Tracker[C]) Done() <-chan struct{} { return t.done }
 
+// Pause waits for d, or less if Stop is called or ctx ends first. The
+// protocols use it for the delay after a failed login, which slows
+// password guessing but must not hold up Shutdown or outlive its client.
+func (t *Tracker[C]) Pause(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-t.done:
+	case <-ctx.Done():
+	}
+}
+
 // Stop stops accepting: it closes every tracked listener and interrupts
 // every tracked connection; Listen and Add refuse from now on. It reports
 // whether this was the first call.

@@ -229,3 +229,27 @@ func TestRefuseFailedHandshake(t *testing.T) {
 }
 
 func selfSigned(t *testing.T) *tls.Config { return testutil.SelfSigned(t).Server }
+
+// TestPauseEnds: a login-failure pause of an hour ends at Stop and at the
+// end of its context (the test would hang otherwise).
+func TestPauseEnds(t *testing.T) {
+	for _, end := range []string{"stop", "context"} {
+		t.Run(end, func(t *testing.T) {
+			tr := New[*testConn]()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan struct{})
+			go func() {
+				tr.Pause(ctx, time.Hour)
+				close(done)
+			}()
+			if end == "stop" {
+				tr.Stop()
+			} else {
+				cancel()
+			}
+			<-done
+		})
+	}
+	New[*testConn]().Pause(context.Background(), 0) // returns at once
+}

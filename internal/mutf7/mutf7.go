@@ -1,4 +1,9 @@
-package imapd
+// Package mutf7 is modified UTF-7 (RFC 3501 §5.1.3): the mailbox name
+// encoding of IMAP4rev1 sessions that have not enabled UTF8=ACCEPT, and how
+// Dovecot spells non-ASCII folder names in a Maildir on disk ("&AMk-t&AOk-"
+// is "Été"). go-imap has a codec, but in an internal package of its module;
+// this one is small, and shared by imapd and migrate.
+package mutf7
 
 import (
 	"encoding/base64"
@@ -8,22 +13,20 @@ import (
 	"unicode/utf8"
 )
 
-// Modified UTF-7 (RFC 3501 §5.1.3), the mailbox name encoding of IMAP4rev1
-// sessions that have not enabled UTF8=ACCEPT. go-imap has a codec, but in
-// an internal package; this one is small.
-
 var mutf7Encoding = base64.NewEncoding("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,").WithPadding(base64.NoPadding)
 
-var errMUTF7 = errors.New("invalid modified UTF-7")
+// ErrInvalid is returned by Decode for a name that is not modified UTF-7.
+var ErrInvalid = errors.New("invalid modified UTF-7")
 
-// decodeMUTF7 decodes a modified UTF-7 mailbox name into UTF-8. It refuses
-// what RFC 3501 forbids: raw 8-bit octets, an unterminated or empty shift,
+// Decode decodes a modified UTF-7 mailbox name into UTF-8. It refuses
+// what RFC 3501 forbids: raw octets outside 0x20-0x7e (§5.1.3: those
+// are always shifted), an unterminated or empty shift,
 // a shift of plain ASCII, bad padding and lone surrogates.
-func decodeMUTF7(s string) (string, error) {
+func Decode(s string) (string, error) {
 	if strings.IndexByte(s, '&') < 0 {
 		for i := 0; i < len(s); i++ {
-			if s[i] >= 0x80 {
-				return "", errMUTF7
+			if s[i] < 0x20 || s[i] > 0x7e {
+				return "", ErrInvalid
 			}
 		}
 		return s, nil
@@ -31,8 +34,8 @@ func decodeMUTF7(s string) (string, error) {
 	var sb strings.Builder
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c >= 0x80 {
-			return "", errMUTF7
+		if c < 0x20 || c > 0x7e {
+			return "", ErrInvalid
 		}
 		if c != '&' {
 			sb.WriteByte(c)
@@ -40,7 +43,7 @@ func decodeMUTF7(s string) (string, error) {
 		}
 		j := strings.IndexByte(s[i+1:], '-')
 		if j < 0 {
-			return "", errMUTF7
+			return "", ErrInvalid
 		}
 		enc := s[i+1 : i+1+j]
 		i += j + 1
@@ -50,7 +53,7 @@ func decodeMUTF7(s string) (string, error) {
 		}
 		raw, err := mutf7Encoding.DecodeString(enc)
 		if err != nil || len(raw)%2 != 0 {
-			return "", errMUTF7
+			return "", ErrInvalid
 		}
 		units := make([]uint16, len(raw)/2)
 		for k := range units {
@@ -61,17 +64,17 @@ func decodeMUTF7(s string) (string, error) {
 			switch {
 			case utf16.IsSurrogate(rune(u)):
 				if k+1 >= len(units) {
-					return "", errMUTF7
+					return "", ErrInvalid
 				}
 				r := utf16.DecodeRune(rune(u), rune(units[k+1]))
 				if r == utf8.RuneError {
-					return "", errMUTF7
+					return "", ErrInvalid
 				}
 				sb.WriteRune(r)
 				k++
 			case u >= 0x20 && u <= 0x7e:
 				// Printable ASCII must not be shifted.
-				return "", errMUTF7
+				return "", ErrInvalid
 			default:
 				sb.WriteRune(rune(u))
 			}
@@ -80,8 +83,8 @@ func decodeMUTF7(s string) (string, error) {
 	return sb.String(), nil
 }
 
-// encodeMUTF7 encodes a UTF-8 mailbox name in modified UTF-7.
-func encodeMUTF7(s string) string {
+// Encode encodes a UTF-8 mailbox name in modified UTF-7.
+func Encode(s string) string {
 	plain := true
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c == '&' || c < 0x20 || c > 0x7e {
@@ -122,5 +125,3 @@ func encodeMUTF7(s string) string {
 	flush()
 	return sb.String()
 }
-
-func validUTF8(s string) bool { return utf8.ValidString(s) }
