@@ -180,3 +180,93 @@ func TestTableNoResults(t *testing.T) {
 		t.Error("table of an empty directory succeeded")
 	}
 }
+
+// TestDeliveryCounters: CPU per delivery, deliveries per store sync (the
+// counters) and per fdatasync+fsync (strace) come from the samples taken
+// around a run and from the strace summary.
+func TestDeliveryCounters(t *testing.T) {
+	dir := writeResults(t, map[string]any{
+		"deliver16.roost":                       map[string]any{"scenario": "deliver", "concurrency": 16, "size": "10240", "recipients": 5000, "messages_per_sec": 500.0},
+		"deliver16.dovecot":                     map[string]any{"scenario": "deliver", "concurrency": 16, "size": "10240", "recipients": 1000, "messages_per_sec": 100.0},
+		"deliver16.roost.sample-before":         map[string]any{"cpu_sec": 10.0, "deliveries": 100, "store_syncs": 400},
+		"deliver16.roost.sample-after":          map[string]any{"cpu_sec": 14.0, "deliveries": 5100, "store_syncs": 1400},
+		"deliver16.dovecot.sample-before":       map[string]any{"cpu_sec": 1.0},
+		"deliver16.dovecot.sample-after":        map[string]any{"cpu_sec": 3.0},
+		"deliver16-strace.roost":                map[string]any{"scenario": "deliver", "concurrency": 16, "size": "10240", "recipients": 900},
+		"deliver16-strace.dovecot":              map[string]any{"scenario": "deliver", "concurrency": 16, "size": "10240", "recipients": 300},
+		"deliver16-strace.roost.strace":         map[string]any{"fdatasync": 300},
+		"deliver16-strace.dovecot.strace":       map[string]any{"fdatasync": 500, "fsync": 100},
+		"deliver16-strace.roost.sample-before":  map[string]any{"cpu_sec": 0, "deliveries": 0, "store_syncs": 0},
+		"deliver16-strace.roost.sample-after":   map[string]any{"cpu_sec": 1, "deliveries": 900, "store_syncs": 300},
+		"deliver16-strace.dovecot.sample-after": map[string]any{"cpu_sec": 1},
+	})
+	r, err := loadResults(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := buildTable(r)
+	find := func(scenario, metric string) tableLine {
+		for _, l := range lines {
+			if l[0] == scenario && l[1] == metric {
+				return l
+			}
+		}
+		t.Fatalf("no row %s / %s in %v", scenario, metric, lines)
+		return nil
+	}
+	// 4 s over 5000 deliveries against 2 s over 1000.
+	if l := find("deliver LMTP -c 16, 10 KiB", "server CPU ms per delivery"); l[3] != "0.80" || l[4] != "2.00" || l[5] != "0.40" {
+		t.Errorf("CPU row = %q", l)
+	}
+	// 5000 deliveries, 1000 syncs; Dovecot has no counters.
+	if l := find("deliver LMTP -c 16, 10 KiB", "deliveries per store sync (counter)"); l[3] != "5.00" || l[4] != "-" || l[6] != "Roost >= 4.0: met" {
+		t.Errorf("counter row = %q", l)
+	}
+	if l := find("deliver LMTP -c 16, 10 KiB, under strace", "deliveries per fdatasync+fsync"); l[3] != "3.00" || l[4] != "0.50" || l[6] != "Roost >= 4.0: MISSED" {
+		t.Errorf("strace row = %q", l)
+	}
+}
+
+func TestParseStraceSummary(t *testing.T) {
+	const out = `% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 90.00    0.445115         830       536           fdatasync
+ 10.00    0.045115         830        12         1 fsync
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.490230         830       548         1 total
+`
+	c, err := parseStraceSummary(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c["fdatasync"] != 536 || c["fsync"] != 12 || len(c) != 2 {
+		t.Fatalf("counts %v", c)
+	}
+	if _, err := parseStraceSummary(strings.NewReader("strace: attach: ptrace(PTRACE_SEIZE, 1): Operation not permitted\n")); err == nil {
+		t.Fatal("a file without a summary table parsed")
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	// Fields 14-17: utime 120, stime 30, cutime 7, cstime 3.
+	stat := "4242 (roost (x)) S 1 4242 4242 0 -1 4194560 1000 0 0 0 120 30 7 3 20 0 12 0 100 1000 100"
+	for _, tc := range []struct {
+		children bool
+		want     int64
+	}{{false, 150}, {true, 160}} {
+		got, err := parseStatCPU(stat, tc.children)
+		if err != nil || got != tc.want {
+			t.Errorf("parseStatCPU(children=%v) = %d, %v; want %d", tc.children, got, err, tc.want)
+		}
+	}
+}
+
+func TestParseExposition(t *testing.T) {
+	m, err := parseExposition(strings.NewReader("# HELP x y\n# TYPE roost_store_syncs_total counter\nroost_store_syncs_total 1234\nroost_deliveries_total{result=\"ok\"} 5e+03\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m["roost_store_syncs_total"] != 1234 || m[`roost_deliveries_total{result="ok"}`] != 5000 {
+		t.Fatalf("parsed %v", m)
+	}
+}

@@ -7,6 +7,9 @@
 //	benchtool ports -n 6                                                # free loopback ports
 //	benchtool wait -timeout 30s 127.0.0.1:1143 ...                      # until they accept
 //	benchtool pss PID                                                   # PSS of PID and its descendants
+//	benchtool pids PID                                                  # PID and its descendants, one a line
+//	benchtool sample [-metrics URL] PID                                 # CPU time of the tree, Roost's counters
+//	benchtool strace -in FILE                                           # calls counted by strace -c -o FILE
 //	benchtool login -imap 127.0.0.1:1143 -users 'box%d@example.org' -n 100 -pass secret
 //	benchtool table -dir OUT [-markdown]                                # the comparison table
 //
@@ -42,7 +45,7 @@ func main() {
 	}
 }
 
-const usage = "usage: benchtool render|passwd|ports|wait|pss|login|table [flags]"
+const usage = "usage: benchtool render|passwd|ports|wait|pss|pids|sample|strace|login|table [flags]"
 
 func run(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
@@ -61,6 +64,12 @@ func run(args []string, stdout io.Writer) error {
 		return cmdWait(fs, args)
 	case "pss":
 		return cmdPSS(fs, args, stdout)
+	case "pids":
+		return cmdPIDs(fs, args, stdout)
+	case "sample":
+		return cmdSample(fs, args, stdout)
+	case "strace":
+		return cmdStrace(fs, args, stdout)
 	case "login":
 		return cmdLogin(fs, args)
 	case "table":
@@ -238,16 +247,9 @@ func cmdPSS(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var roots []int
-	for _, a := range fs.Args() {
-		pid, err := strconv.Atoi(a)
-		if err != nil || pid <= 0 {
-			return fmt.Errorf("bad PID %q", a)
-		}
-		roots = append(roots, pid)
-	}
-	if len(roots) == 0 {
-		return errors.New("pss: need at least one PID")
+	roots, err := parsePIDs(fs.Args())
+	if err != nil {
+		return fmt.Errorf("pss: %w", err)
 	}
 	s, err := treePSS("/proc", roots)
 	if err != nil {
@@ -264,15 +266,7 @@ func treePSS(procRoot string, roots []int) (pssSample, error) {
 		return pssSample{}, err
 	}
 	var s pssSample
-	seen := map[int]bool{}
-	queue := append([]int(nil), roots...)
-	for len(queue) > 0 {
-		pid := queue[0]
-		queue = queue[1:]
-		if seen[pid] {
-			continue
-		}
-		seen[pid] = true
+	for _, pid := range descendants(roots, children) {
 		one, err := readPss(procRoot, pid)
 		if err != nil {
 			if isRoot(pid, roots) {
@@ -283,7 +277,6 @@ func treePSS(procRoot string, roots []int) (pssSample, error) {
 		s.KiB += one.KiB
 		s.FileKiB += one.FileKiB
 		s.Processes++
-		queue = append(queue, children[pid]...)
 	}
 	return s, nil
 }

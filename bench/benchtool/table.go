@@ -170,6 +170,64 @@ func idlePSSFile(r *results, server string) (float64, bool) {
 	return kib / 1024, ok
 }
 
+// sampleDelta is after - before of a number in the samples bench/compare
+// took around a run (OUT/<scenario>.<server>.sample-{before,after}.json).
+func sampleDelta(r *results, scenario, server, key string) (float64, bool) {
+	before, ok1 := r.get(scenario + "." + server + ".sample-before")
+	after, ok2 := r.get(scenario + "." + server + ".sample-after")
+	if !ok1 || !ok2 {
+		return 0, false
+	}
+	b, ok1 := before.num(key)
+	a, ok2 := after.num(key)
+	return a - b, ok1 && ok2
+}
+
+// cpuPerDelivery is the CPU time the server's process tree used during the
+// run, per successful delivery (one per recipient), in ms.
+func cpuPerDelivery(scenario string) func(*results, string) (float64, bool) {
+	return func(r *results, server string) (float64, bool) {
+		cpu, ok1 := sampleDelta(r, scenario, server, "cpu_sec")
+		n, ok2 := field(scenario, "recipients")(r, server)
+		if !ok1 || !ok2 || n <= 0 {
+			return 0, false
+		}
+		return cpu * 1000 / n, true
+	}
+}
+
+// perStoreSync is deliveries per sync by Roost's own counters
+// (roost_deliveries_total{result="ok"} over roost_store_syncs_total).
+func perStoreSync(scenario string) func(*results, string) (float64, bool) {
+	return func(r *results, server string) (float64, bool) {
+		d, ok1 := sampleDelta(r, scenario, server, "deliveries")
+		y, ok2 := sampleDelta(r, scenario, server, "store_syncs")
+		if !ok1 || !ok2 || y <= 0 {
+			return 0, false
+		}
+		return d / y, true
+	}
+}
+
+// perStraceSync is the run's successful deliveries over the fdatasync and
+// fsync calls strace counted in the server's process tree meanwhile
+// (OUT/<scenario>.<server>.strace.json).
+func perStraceSync(scenario string) func(*results, string) (float64, bool) {
+	return func(r *results, server string) (float64, bool) {
+		st, ok := r.get(scenario + "." + server + ".strace")
+		n, ok2 := field(scenario, "recipients")(r, server)
+		if !ok || !ok2 {
+			return 0, false
+		}
+		fd, _ := st.num("fdatasync")
+		fs, _ := st.num("fsync")
+		if fd+fs <= 0 {
+			return 0, false
+		}
+		return n / (fd + fs), true
+	}
+}
+
 func bigboxFlatness(r *results, server string) (float64, bool) {
 	big, ok1 := field("bigbox", "deliver_ms")(r, server)
 	small, ok2 := field("bigbox", "deliver_empty_ms")(r, server)
@@ -183,9 +241,17 @@ func bigboxFlatness(r *results, server string) (float64, bool) {
 var rows = []row{
 	{"deliver16", "messages/s", true, field("deliver16", "messages_per_sec"), &target{atLeast: true, value: 5.0}},
 	{"deliver16", "latency p50 ms", false, field("deliver16", "p50_ms"), nil},
-	{"deliver16", "latency p99 ms", false, field("deliver16", "p99_ms"), nil},
+	{"deliver16", "latency p99 ms", false, field("deliver16", "p99_ms"), &target{value: 1.0}},
+	{"deliver16", "server CPU ms per delivery", false, cpuPerDelivery("deliver16"), nil},
+	{"deliver16", "deliveries per store sync (counter)", true, perStoreSync("deliver16"), &target{atLeast: true, value: 4, own: true}},
+	{"deliver16-strace", "messages/s under strace", true, field("deliver16-strace", "messages_per_sec"), nil},
+	{"deliver16-strace", "deliveries per fdatasync+fsync", true, perStraceSync("deliver16-strace"), &target{atLeast: true, value: 4, own: true}},
+	{"deliver16-strace", "deliveries per store sync (counter)", true, perStoreSync("deliver16-strace"), nil},
 	{"deliver1", "messages/s", true, field("deliver1", "messages_per_sec"), nil},
 	{"deliver1", "latency p50 ms", false, field("deliver1", "p50_ms"), nil},
+	{"deliver1", "server CPU ms per delivery", false, cpuPerDelivery("deliver1"), nil},
+	{"deliver1", "deliveries per store sync (counter)", true, perStoreSync("deliver1"), nil},
+	{"deliver1-strace", "deliveries per fdatasync+fsync", true, perStraceSync("deliver1-strace"), nil},
 	{"imap", "IMAP commands/s", true, field("imap", "ops_per_sec"), &target{atLeast: true, value: 1.5}},
 	{"imap", "sessions/s", true, field("imap", "sessions_per_sec"), nil},
 	{"imap", "LOGIN p50 ms", false, field("imap", "commands.login.p50_ms"), nil},
@@ -222,6 +288,8 @@ func scenarioLabel(r *results, scenario string) string {
 	switch scenario {
 	case "deliver16", "deliver1":
 		return fmt.Sprintf("deliver LMTP -c %d, %s", int(c), sizeLabel(d.str("size")))
+	case "deliver16-strace", "deliver1-strace":
+		return fmt.Sprintf("deliver LMTP -c %d, %s, under strace", int(c), sizeLabel(d.str("size")))
 	case "imap":
 		return fmt.Sprintf("imap -c %d", int(c))
 	case "imap-nocache":
@@ -329,7 +397,7 @@ func metWord(ok bool) string {
 // results, connections that were not established, a short mailbox.
 func problems(r *results) []string {
 	var out []string
-	for _, sc := range []string{"deliver16", "deliver1", "prefill", "imap", "imap-nocache", "pop3", "idle", "bigbox"} {
+	for _, sc := range []string{"deliver16", "deliver1", "deliver16-strace", "deliver1-strace", "prefill", "imap", "imap-nocache", "pop3", "idle", "bigbox"} {
 		for _, s := range servers {
 			name := sc + "." + s
 			d, ok := r.get(name)
