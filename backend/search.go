@@ -613,7 +613,7 @@ func prepared(c *SearchCriteria) *SearchCriteria {
 	if len(c.UIDs) > 0 {
 		out.UIDs = make([][]UIDRange, len(c.UIDs))
 		for i, set := range c.UIDs {
-			out.UIDs[i] = mergeRanges(set)
+			out.UIDs[i] = MergeRanges(set)
 		}
 	}
 	if len(c.Not) > 0 {
@@ -631,7 +631,10 @@ func prepared(c *SearchCriteria) *SearchCriteria {
 	return &out
 }
 
-func mergeRanges(set []UIDRange) []UIDRange {
+// MergeRanges returns set's ranges in a new slice, each with Start <= Stop,
+// sorted, and with overlapping or adjacent ranges merged, so that a
+// number can be looked up by binary search.
+func MergeRanges(set []UIDRange) []UIDRange {
 	rs := make([]UIDRange, len(set))
 	for i, r := range set {
 		if r.Start > r.Stop {

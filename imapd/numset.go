@@ -1,10 +1,11 @@
 package imapd
 
 import (
-	"cmp"
 	"slices"
 	"sort"
 	"strconv"
+
+	"github.com/roostmail/roost/backend"
 )
 
 // numRange is a range of a sequence set; 0 stands for "*".
@@ -76,23 +77,15 @@ func (r numRange) bounds(largest uint32) (uint32, uint32) {
 // O(log n): a client's list of many single numbers (QRESYNC known UIDs)
 // costs no pass over it for every message.
 func (s numSet) contains(largest uint32) func(uint32) bool {
-	rs := make([]numRange, 0, len(s.ranges))
+	rs := make([]backend.UIDRange, 0, len(s.ranges))
 	for _, r := range s.ranges {
 		a, b := r.bounds(largest)
-		rs = append(rs, numRange{a, b})
+		rs = append(rs, backend.UIDRange{Start: a, Stop: b})
 	}
-	slices.SortFunc(rs, func(x, y numRange) int { return cmp.Compare(x.start, y.start) })
-	merged := rs[:0]
-	for _, r := range rs {
-		if n := len(merged); n > 0 && uint64(r.start) <= uint64(merged[n-1].stop)+1 {
-			merged[n-1].stop = max(merged[n-1].stop, r.stop)
-			continue
-		}
-		merged = append(merged, r)
-	}
+	merged := backend.MergeRanges(rs)
 	return func(u uint32) bool {
-		i := sort.Search(len(merged), func(i int) bool { return merged[i].stop >= u })
-		return i < len(merged) && merged[i].start <= u
+		i := sort.Search(len(merged), func(i int) bool { return merged[i].Stop >= u })
+		return i < len(merged) && merged[i].Start <= u
 	}
 }
 
