@@ -340,7 +340,10 @@ func (s *session) receive(r io.Reader, env *envelope) *transfer {
 	if _, err := t.spool.Write(trace); err != nil {
 		refuse(replyLocalError, "spool failed", err)
 	}
-	buf := make([]byte, 64<<10)
+	if d := s.w.dataReader(r); d != nil {
+		r = d // DATA: the wire has the bytes (see wire.dataReader)
+	}
+	buf := make([]byte, readBufferSize)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 && t.size == 0 && (buf[0] == ' ' || buf[0] == '\t') {
