@@ -117,6 +117,9 @@ type Options struct {
 	IdleClose          time.Duration
 	MaxOpenFiles       int
 	TombstoneRetention time.Duration
+	// GroupCommitDelay is store.Options.GroupCommitDelay (zero: its
+	// default).
+	GroupCommitDelay time.Duration
 	// MustExist makes New fail with ErrNoStore where DataDir holds no
 	// store, instead of creating one (for admin tools).
 	MustExist bool
@@ -180,7 +183,8 @@ func New(opts Options) (*Backend, error) {
 		opts.Hostname, _ = os.Hostname()
 	}
 	st, err := store.Open(store.Options{Dir: opts.DataDir, Shards: opts.Shards, NoSync: opts.NoSync, MustExist: opts.MustExist, Logger: opts.Logger,
-		IdleClose: opts.IdleClose, MaxOpenFiles: opts.MaxOpenFiles, TombstoneRetention: opts.TombstoneRetention})
+		IdleClose: opts.IdleClose, MaxOpenFiles: opts.MaxOpenFiles, TombstoneRetention: opts.TombstoneRetention,
+		GroupCommitDelay: opts.GroupCommitDelay})
 	if err != nil {
 		return nil, err
 	}

@@ -81,6 +81,11 @@ func (b *Backend) ResolveRecipient(ctx context.Context, rcpt string) (Recipient,
 // account like any alias's.
 func CatchAll(domain string) string { return "*@" + domain }
 
+// MessageComing tells the store that a delivery has begun to receive its
+// message (store.Store.AppendsComing), so that concurrent deliveries
+// share their sync; call the returned func when the delivery is over.
+func (b *Backend) MessageComing() (done func()) { return b.store.AppendsComing() }
+
 // Deliver stores one message into the INBOX of every recipient's account and
 // returns one result per recipient, in order. A nil result means the message
 // is durably stored (fsynced) for that recipient. Recipients that resolve to

@@ -45,6 +45,9 @@ type envOptions struct {
 	fsync    bool
 	accounts []string
 	beMax    int64
+	// wrap, if set, wraps the listener the server serves (to watch its
+	// connections).
+	wrap func(net.Listener) net.Listener
 }
 
 // newEnv starts a server with opts (Backend, Hostname and Logger filled in).
@@ -109,6 +112,9 @@ func newEnv(t testing.TB, eo envOptions) *env {
 		t.Fatal(err)
 	}
 	e.net, e.addr = l.Addr().Network(), l.Addr().String()
+	if eo.wrap != nil {
+		l = eo.wrap(l)
+	}
 	go func() {
 		if eo.tls {
 			e.done <- e.srv.ServeTLS(l)

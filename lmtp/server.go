@@ -151,6 +151,11 @@ type Server struct {
 
 	nextID  atomic.Uint64
 	preauth *netlimit.PreAuth
+	// readBufs holds the buffers receive copies message data through
+	// (*[]byte of readBufferSize): one per message would be 16 KiB of
+	// garbage per delivery. Sessions cannot keep one each: a BDAT
+	// transfer's Data may still run when the next transaction's starts.
+	readBufs sync.Pool
 	// inflight counts messages being received or delivered. go-smtp runs
 	// a BDAT transfer's Data in a goroutine of its own that can outlive
 	// the connection; Shutdown waits for these too.

@@ -240,6 +240,7 @@ func (s *session) Data(r io.Reader) error {
 	s.w.dataGen.Add(1) // before any read: tells the wire that data follows
 	s.srv.inflight.Add(1)
 	defer s.srv.inflight.Done()
+	defer s.srv.be.MessageComing()()
 	env := s.snapshot()
 	t := s.receive(r, &env)
 	defer t.close()
@@ -293,6 +294,7 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	s.w.dataGen.Add(1)
 	s.srv.inflight.Add(1)
 	defer s.srv.inflight.Done()
+	defer s.srv.be.MessageComing()()
 	env := s.snapshot()
 	t := s.receive(r, &env)
 	defer t.close()
@@ -340,7 +342,16 @@ func (s *session) receive(r io.Reader, env *envelope) *transfer {
 	if _, err := t.spool.Write(trace); err != nil {
 		refuse(replyLocalError, "spool failed", err)
 	}
-	buf := make([]byte, 64<<10)
+	if d := s.w.dataReader(r); d != nil {
+		r = d // DATA: the wire has the bytes (see wire.dataReader)
+	}
+	bufp, _ := s.srv.readBufs.Get().(*[]byte)
+	if bufp == nil {
+		b := make([]byte, readBufferSize)
+		bufp = &b
+	}
+	defer s.srv.readBufs.Put(bufp)
+	buf := *bufp
 	for {
 		n, err := r.Read(buf)
 		if n > 0 && t.size == 0 && (buf[0] == ' ' || buf[0] == '\t') {

@@ -354,7 +354,10 @@ func (f *mailFile) commitJournaled(group []*writeReq) {
 	// While pinned, bbolt keeps every page freed since as pending, and
 	// walks them all at each commit: bound how many pile up (and how much
 	// the file grows) with a checkpoint every so many commits.
-	if f.pinnedTxs++; f.pinnedTxs >= maxPinnedCommits {
+	if f.pinnedTxs++; f.pinnedTxs%writebackEvery == 0 && !f.opts.NoSync {
+		startWriteback(f.fd)
+	}
+	if f.pinnedTxs >= maxPinnedCommits {
 		if err := f.checkpoint(); err != nil {
 			f.log.Error("checkpoint failed", "err", err)
 		}
@@ -364,6 +367,11 @@ func (f *mailFile) commitJournaled(group []*writeReq) {
 // maxPinnedCommits is how many unsynced commits a pinned file takes before
 // it is checkpointed.
 const maxPinnedCommits = 200
+
+// writebackEvery is how many unsynced commits go between two requests to
+// the kernel to start writing a pinned file out (startWriteback), so that
+// its checkpoint finds little left to sync.
+const writebackEvery = 16
 
 // checkpoint makes a pinned file clean: it syncs the file, so that its
 // current state is durable, and records that in the journal. Only then is

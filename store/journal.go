@@ -86,6 +86,12 @@ type journal struct {
 
 	reqs chan *journalReq
 	gate chan struct{} // Options.journalGate
+	// delay is Options.GroupCommitDelay; coming counts the appends on
+	// their way (Store.AppendsComing).
+	delay  time.Duration
+	coming atomic.Int64
+	// taken counts the requests the writer has received (tests).
+	taken atomic.Int64
 	// onRotate, if set, is called (on the writer's goroutine, so it must
 	// not wait for the journal) when a new segment has begun.
 	onRotate func()
@@ -309,6 +315,7 @@ func (j *journal) run() {
 		select {
 		case r := <-j.reqs:
 			batch = append(batch, r)
+			j.taken.Add(1)
 		case <-j.quit:
 			for {
 				select {
@@ -329,12 +336,62 @@ func (j *journal) run() {
 			case r := <-j.reqs:
 				batch = append(batch, r)
 				size += r.size()
+				j.taken.Add(1)
 			default:
 				break drain
 			}
 		}
+		batch, size = j.gather(batch, size)
 		j.write(batch)
 	}
+}
+
+// gather holds the batch open for up to j.delay while fewer appends are
+// in it than are coming (a delivery that is receiving its message,
+// or has its records in this batch, counts as coming until it is over):
+// the fdatasync is the same for one record or many, and on a busy server
+// each sync would otherwise carry only the one or two deliveries that
+// finished during the previous one. A lone delivery, or a store with no
+// deliveries under way, never waits.
+func (j *journal) gather(batch []*journalReq, size int) ([]*journalReq, int) {
+	if j.delay <= 0 {
+		return batch, size
+	}
+	appends := 0
+	for _, r := range batch {
+		appends += r.appends()
+	}
+	if int64(appends) >= j.coming.Load() {
+		return batch, size
+	}
+	timer := time.NewTimer(j.delay)
+	defer timer.Stop()
+	for size < maxJournalBatch && int64(appends) < j.coming.Load() {
+		select {
+		case r := <-j.reqs:
+			batch = append(batch, r)
+			size += r.size()
+			appends += r.appends()
+			j.taken.Add(1)
+		case <-timer.C:
+			return batch, size
+		case <-j.quit:
+			return batch, size
+		}
+	}
+	return batch, size
+}
+
+// appends is how many append records r carries.
+func (r *journalReq) appends() int {
+	n := len(r.recs)
+	if r.pin != "" {
+		n--
+	}
+	if r.clean != "" {
+		n--
+	}
+	return n
 }
 
 func (r *journalReq) size() int {

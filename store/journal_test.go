@@ -93,6 +93,69 @@ func TestJournalSharesOneSyncAcrossAccounts(t *testing.T) {
 	}
 }
 
+// TestGroupCommitWaitsForComingAppends: with appends announced as coming
+// (Store.AppendsComing), the journal writer holds its sync open for them:
+// three appends to three files that reach the journal one after another
+// (each waits until the one before is at the writer) still share one sync.
+// A lone append with nothing else coming does not wait, though the delay
+// is an hour.
+func TestGroupCommitWaitsForComingAppends(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir(), NoSync: true, GroupCommitDelay: time.Hour, checkpointAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 3
+	stores := make([]*Mailstore, n)
+	for i := range stores {
+		stores[i], _ = newAccount(t, s, fmt.Sprintf("u%d@x.org", i))
+	}
+
+	// Alone: nothing else is coming, so no wait.
+	done := s.AppendsComing()
+	before := s.Syncs()
+	if _, err := stores[0].Append("INBOX", msg(0), Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	done()
+	if got := s.Syncs() - before; got != 1 {
+		t.Fatalf("a lone append took %d syncs, want 1", got)
+	}
+
+	// Three coming, arriving one by one.
+	var dones []func()
+	for range n {
+		dones = append(dones, s.AppendsComing())
+	}
+	before = s.Syncs()
+	base := s.journal.taken.Load()
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = stores[i].Append("INBOX", msg(n+i), Limits{})
+			dones[i]()
+		}()
+		// The writer has taken every request so far and is waiting for
+		// the rest (they are coming), so none is left in the queue; the
+		// next one is sent only once this one is at the writer.
+		waitFor(t, "the writer to take the request", func() bool {
+			return len(s.journal.reqs) == 0 && s.journal.taken.Load() == base+int64(i+1)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	if got := s.Syncs() - before; got != 1 {
+		t.Fatalf("%d syncs for %d coming appends to %d files, want 1", got, n, n)
+	}
+}
+
 // TestFailingWritesShareTheCommit: in a group of a hundred writes where
 // some fail (CREATE of a name that exists) and some panic, each failing
 // one gets its own error and the rest still share one commit: the group

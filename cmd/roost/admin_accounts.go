@@ -214,6 +214,15 @@ func parseSize(s string) (int64, error) {
 	return n, nil
 }
 
+// groupCommitDelay maps [store] group_commit_delay, where 0 means no
+// wait, to the store's option, where 0 means its default.
+func groupCommitDelay(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 // backendOptions are the backend options every way of opening the store
 // shares (serve adds its logger, limiter and metrics).
 func backendOptions(cfg *Config, log *slog.Logger) backend.Options {
@@ -223,6 +232,7 @@ func backendOptions(cfg *Config, log *slog.Logger) backend.Options {
 		IdleClose:          cfg.Store.IdleClose,
 		MaxOpenFiles:       cfg.Store.MaxOpenFiles,
 		TombstoneRetention: cfg.Store.TombstoneRetention,
+		GroupCommitDelay:   groupCommitDelay(cfg.Store.GroupCommitDelay),
 		Hostname:           cfg.Hostname,
 		MaxMessageBytes:    backendMaxMessageBytes(cfg),
 		DefaultQuota:       backend.Limits{Bytes: cfg.Accounts.DefaultQuota, Messages: cfg.Accounts.DefaultQuotaMessages},

@@ -108,6 +108,9 @@ type StoreConfig struct {
 	TombstoneRetention time.Duration `koanf:"tombstone_retention"`
 	IdleClose          time.Duration `koanf:"idle_close"`
 	MaxOpenFiles       int           `koanf:"max_open_files"`
+	// GroupCommitDelay: how long a journal sync may wait for deliveries
+	// under way to share it (store.Options.GroupCommitDelay); 0: never.
+	GroupCommitDelay time.Duration `koanf:"group_commit_delay" min:"0" max:"1000000000"`
 }
 
 // LogConfig is [log].
@@ -301,6 +304,7 @@ func defaultConfig() Config {
 			TombstoneRetention: store.DefaultTombstoneRetention,
 			IdleClose:          store.DefaultIdleClose,
 			MaxOpenFiles:       store.DefaultMaxOpenFiles,
+			GroupCommitDelay:   store.DefaultGroupCommitDelay,
 		},
 		Log:        LogConfig{Level: "info", Format: "text"},
 		SMTP:       smtp,

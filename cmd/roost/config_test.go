@@ -180,6 +180,17 @@ submission_port = 465
 			}
 		}},
 		{name: "zero size", file: "[imap]\nappend_limit = 0", wantErr: "imap.append_limit"},
+		{name: "group commit delay off", file: "[store]\ngroup_commit_delay = \"0s\"", check: func(t *testing.T, c *Config) {
+			if c.Store.GroupCommitDelay != 0 || groupCommitDelay(c.Store.GroupCommitDelay) >= 0 {
+				t.Errorf("group_commit_delay 0s: %v, for the store %v (want negative: never)", c.Store.GroupCommitDelay, groupCommitDelay(c.Store.GroupCommitDelay))
+			}
+		}},
+		{name: "group commit delay", file: "[store]\ngroup_commit_delay = \"500us\"", check: func(t *testing.T, c *Config) {
+			if c.Store.GroupCommitDelay != 500*time.Microsecond || groupCommitDelay(c.Store.GroupCommitDelay) != 500*time.Microsecond {
+				t.Errorf("group_commit_delay 500us: %v", c.Store.GroupCommitDelay)
+			}
+		}},
+		{name: "group commit delay over 1s", file: "[store]\ngroup_commit_delay = \"2s\"", wantErr: "store.group_commit_delay: must be at most"},
 		{name: "IMAP line length above 1 MiB", file: "[imap]\nmax_line_length = 1048577", wantErr: "imap.max_line_length: must be at most 1048576"},
 		{name: "IMAP line length below RFC 9051", file: "[imap]\nmax_line_length = 7999", wantErr: "imap.max_line_length: must be at least 8000"},
 		{name: "zero bad commands", file: "[imap]\nmax_bad_commands = 0", wantErr: "imap.max_bad_commands"},
