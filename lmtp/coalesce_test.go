@@ -51,7 +51,8 @@ func (c *countingConn) Write(p []byte) (int, error) {
 // TestPipelinedRepliesShareAWrite: the replies to a pipelined group of
 // commands (RFC 2920) go out in one write, not one each, and a client that
 // waits for every reply still gets each one (nothing is held while the
-// server waits for the client).
+// server waits for the client); replies held back for a long pipelined run
+// are bounded by maxPendingReplies.
 func TestPipelinedRepliesShareAWrite(t *testing.T) {
 	for _, lmtp := range []bool{false, true} {
 		name := map[bool]string{false: "smtp", true: "lmtp"}[lmtp]
@@ -121,6 +122,22 @@ func TestPipelinedRepliesShareAWrite(t *testing.T) {
 			}
 			if w := counter.take(); len(w) != 1 {
 				t.Errorf("the replies to the data and NOOP took %d writes, want 1: %q", len(w), w)
+			}
+			// A long pipelined run: the replies held back are bounded
+			// (maxPendingReplies), and all of them come.
+			const noops = 2000
+			send(strings.Repeat("NOOP\r\n", noops))
+			for range noops {
+				expect("250")
+			}
+			writes := counter.take()
+			if len(writes) < 2 {
+				t.Errorf("%d NOOP replies came in %d write, want them spread over several", noops, len(writes))
+			}
+			for _, w := range writes {
+				if len(w) > maxPendingReplies+512 {
+					t.Errorf("one write of %d bytes: more than the %d held back", len(w), maxPendingReplies)
+				}
 			}
 			send("QUIT\r\n")
 			expect("221")

@@ -23,26 +23,13 @@ import (
 // direct reader fails with smtp.ErrTooLongLine exactly when go-smtp's does
 // (the same MaxLineLength on both).
 func FuzzDirectData(f *testing.F) {
-	for _, seed := range []string{
-		".\r\n",
-		"a\r\n.\r\n",
-		"..\r\n.\r\n",
+	addDataSeeds(f, dataSeeds)
+	addDataSeeds(f, []string{
 		"...x\r\n..\r\n.\r\n",
-		"a\n.\r\n.\r\n",
-		"a\r\r\n.\r\n",
-		"a\r\n.\r\r\n.\r\n",
-		"a\r\n.x\r\n.\r\n",
-		"\r\n.\n\r\n.\r\n",
-		"bare\rcr\r\n.\r\n",
-		".\r.\r\n.\r\n",
 		strings.Repeat("x", 70) + "\r\n.\r\n",
 		strings.Repeat("y", 64) + "\r\n" + strings.Repeat("z", 63) + "\r\n.\r\n",
 		"line\n" + strings.Repeat("w", 66) + "\r\n.\r\n",
-	} {
-		f.Add([]byte(seed), uint8(1))
-		f.Add([]byte(seed), uint8(3))
-		f.Add([]byte(seed), uint8(255))
-	}
+	})
 	const lineLimit = 64
 	ref := newReferenceSMTP(f, lineLimit)
 	f.Fuzz(func(t *testing.T, data []byte, piece uint8) {

@@ -14,6 +14,32 @@ import (
 	"github.com/roostmail/roost/internal/testutil"
 )
 
+// dataSeeds are message data (after DATA) for the data fuzz targets:
+// dot stuffing, bare CR and LF, ends that are not the end marker.
+var dataSeeds = []string{
+	".\r\n",
+	"a\r\n.\r\n",
+	"..\r\n.\r\n",
+	"a\n.\r\n.\r\n",
+	"a\r\r\n.\r\n",
+	"a\r\n.\r\r\n.\r\n",
+	"a\r\n.x\r\n.\r\n",
+	"\r\n.\n\r\n.\r\n",
+	"no end\r\n",
+	"bare\rcr\r\n.\r\n",
+	".\r.\r\n.\r\n",
+	"trailing\r",
+}
+
+// addDataSeeds adds every seed, fed in pieces of 1, 3 and 255 bytes.
+func addDataSeeds(f *testing.F, seeds []string) {
+	for _, seed := range seeds {
+		f.Add([]byte(seed), uint8(1))
+		f.Add([]byte(seed), uint8(3))
+		f.Add([]byte(seed), uint8(255))
+	}
+}
+
 // FuzzDataScanner fuzzes the wire's reading of DATA (scanData).
 //
 // Property: fed the message data in pieces of any size, the wire hands
@@ -26,45 +52,13 @@ import (
 // data up to the marker holds a CR not followed by LF or an LF not
 // preceded by CR.
 func FuzzDataScanner(f *testing.F) {
-	for _, seed := range []string{
-		".\r\n",
-		"a\r\n.\r\n",
-		"..\r\n.\r\n",
-		"a\n.\r\n.\r\n",
-		"a\r\r\n.\r\n",
-		"a\r\n.\r\r\n.\r\n",
-		"a\r\n.x\r\n.\r\n",
-		"\r\n.\n\r\n.\r\n",
-		"no end\r\n",
-		"bare\rcr\r\n.\r\n",
-		".\r.\r\n.\r\n",
-		"trailing\r",
-	} {
-		f.Add([]byte(seed), uint8(1))
-		f.Add([]byte(seed), uint8(3))
-		f.Add([]byte(seed), uint8(255))
-	}
+	addDataSeeds(f, dataSeeds)
 	f.Fuzz(func(t *testing.T, data []byte, piece uint8) {
 		if piece == 0 {
 			piece = 1
 		}
 		w := &wire{dataState: stateBeginLine}
-		var in, handed []byte
-		rest := data
-		for w.dataState != stateEOF {
-			if len(in) == 0 || (len(in) == 1 && in[0] == '\r') {
-				if len(rest) == 0 {
-					break
-				}
-				k := min(int(piece), len(rest))
-				in = append(in, rest[:k]...)
-				rest = rest[k:]
-			}
-			i := w.scanData(in)
-			handed = append(handed, in[:i]...)
-			in = in[i:]
-		}
-		ended := w.dataState == stateEOF
+		handed, ended := scanPieces(data, int(piece), w)
 
 		end := bytes.Index(append([]byte("\r\n"), data...), []byte("\r\n.\r\n"))
 		switch {

@@ -518,26 +518,25 @@ func (w *wire) produceData() error {
 				return err
 			}
 		}
+		var unstuffed *[]byte // direct: the session gets the unstuffed data
 		if w.direct {
 			w.unstuffed = w.unstuffed[:0]
-			if i := w.scanDataTo(w.in[w.r:w.n], &w.unstuffed); i > 0 {
-				if err := w.checkDataLines(w.in[w.r : w.r+i]); err != nil {
+			unstuffed = &w.unstuffed
+		}
+		if i := w.scanDataTo(w.in[w.r:w.n], unstuffed); i > 0 {
+			w.out = w.in[w.r : w.r+i]
+			if w.direct {
+				if err := w.checkDataLines(w.out); err != nil {
 					return err
 				}
 				w.out = w.unstuffed
-				w.r += i
-				if w.dataState == stateEOF {
-					w.mode = modeCommand
-					w.direct = false
-					w.endMarker = true
-				}
-				return nil
 			}
-		} else if i := w.scanData(w.in[w.r:w.n]); i > 0 {
-			w.out = w.in[w.r : w.r+i]
 			w.r += i
 			if w.dataState == stateEOF {
 				w.mode = modeCommand
+				// The session has the data; go-smtp's reader is owed
+				// the end marker (produce).
+				w.endMarker, w.direct = w.direct, false
 			}
 			return nil
 		}

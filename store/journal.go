@@ -315,7 +315,6 @@ func (j *journal) run() {
 		select {
 		case r := <-j.reqs:
 			batch = append(batch, r)
-			j.taken.Add(1)
 		case <-j.quit:
 			for {
 				select {
@@ -329,57 +328,55 @@ func (j *journal) run() {
 		if j.gate != nil {
 			<-j.gate
 		}
-		size := batch[0].size()
-	drain:
-		for size < maxJournalBatch {
-			select {
-			case r := <-j.reqs:
-				batch = append(batch, r)
-				size += r.size()
-				j.taken.Add(1)
-			default:
-				break drain
-			}
-		}
-		batch, size = j.gather(batch, size)
+		batch = j.collect(batch)
 		j.write(batch)
 	}
 }
 
-// gather holds the batch open for up to j.delay while fewer appends are
-// in it than are coming (a delivery that is receiving its message,
-// or has its records in this batch, counts as coming until it is over):
-// the fdatasync is the same for one record or many, and on a busy server
-// each sync would otherwise carry only the one or two deliveries that
-// finished during the previous one. A lone delivery, or a store with no
-// deliveries under way, never waits.
-func (j *journal) gather(batch []*journalReq, size int) ([]*journalReq, int) {
-	if j.delay <= 0 {
-		return batch, size
-	}
-	appends := 0
-	for _, r := range batch {
+// collect adds to a batch of one request the others already queued and
+// then, while fewer appends are in it than are coming (a delivery that is
+// receiving its message, or has its records in this batch, counts as
+// coming until it is over), waits up to j.delay for more: the fdatasync is
+// the same for one record or many, and on a busy server each sync would
+// otherwise carry only the one or two deliveries that finished during the
+// previous one. A lone delivery, or a store with no deliveries under way,
+// never waits.
+func (j *journal) collect(batch []*journalReq) []*journalReq {
+	size, appends := 0, 0
+	count := func(r *journalReq) {
+		size += r.size()
 		appends += r.appends()
+		j.taken.Add(1)
 	}
-	if int64(appends) >= j.coming.Load() {
-		return batch, size
-	}
-	timer := time.NewTimer(j.delay)
-	defer timer.Stop()
-	for size < maxJournalBatch && int64(appends) < j.coming.Load() {
+	count(batch[0])
+queued:
+	for size < maxJournalBatch {
 		select {
 		case r := <-j.reqs:
 			batch = append(batch, r)
-			size += r.size()
-			appends += r.appends()
-			j.taken.Add(1)
-		case <-timer.C:
-			return batch, size
-		case <-j.quit:
-			return batch, size
+			count(r)
+		default:
+			break queued
 		}
 	}
-	return batch, size
+	var timeout <-chan time.Time
+	for j.delay > 0 && size < maxJournalBatch && int64(appends) < j.coming.Load() {
+		if timeout == nil {
+			timer := time.NewTimer(j.delay)
+			defer timer.Stop()
+			timeout = timer.C
+		}
+		select {
+		case r := <-j.reqs:
+			batch = append(batch, r)
+			count(r)
+		case <-timeout:
+			return batch
+		case <-j.quit:
+			return batch
+		}
+	}
+	return batch
 }
 
 // appends is how many append records r carries.

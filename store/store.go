@@ -30,9 +30,9 @@
 // as its data starts), the writer holds a sync open for up to
 // Options.GroupCommitDelay (5 ms) until as many appends are in it as are
 // coming. A lone delivery, with nothing else coming, never waits; the
-// wait adds at most the delay to a reply. Everything else (flags, expunges, mailbox changes,
-// imports) and messages over 1 MiB are direct: a synced bbolt commit, as
-// before.
+// wait adds at most the delay to a reply. Everything else (flags,
+// expunges, mailbox changes, imports) and messages over 1 MiB are direct:
+// a synced bbolt commit, as before.
 //
 // # What is durable when
 //
