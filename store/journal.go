@@ -420,6 +420,9 @@ func (j *journal) write(batch []*journalReq) {
 	}
 }
 
+// journalWriteChunk is about the most a journal write buffers.
+const journalWriteChunk = 1 << 20
+
 func (j *journal) writeBatch(batch []*journalReq) error {
 	j.mu.Lock()
 	failed := j.failed
@@ -447,7 +450,19 @@ func (j *journal) writeBatch(batch []*journalReq) error {
 		binary.BigEndian.PutUint32(j.buf[start-8:], uint32(len(rec)))
 		binary.BigEndian.PutUint32(j.buf[start-4:], crc32.Update(segCRC, crcTable, rec))
 	}
-	if need := size; cap(j.buf) < need {
+	// The batch goes out in pieces of about journalWriteChunk, so that a
+	// batch of big messages (MULTIAPPEND) is not copied whole into one
+	// buffer; one sync covers them all.
+	off := j.segSize
+	write := func() error {
+		if _, err := j.seg.WriteAt(j.buf, off); err != nil {
+			return j.fail(fmt.Errorf("journal: write: %w", err))
+		}
+		off += int64(len(j.buf))
+		j.buf = j.buf[:0]
+		return nil
+	}
+	if need := min(size, journalWriteChunk); cap(j.buf) < need {
 		j.buf = make([]byte, 0, need)
 	}
 	for _, r := range batch {
@@ -458,14 +473,19 @@ func (j *journal) writeBatch(batch []*journalReq) error {
 			frame(start)
 		}
 		for _, a := range r.apps {
+			if len(j.buf) > 0 && len(j.buf)+8+a.maxSize() > journalWriteChunk {
+				if err := write(); err != nil {
+					return err
+				}
+			}
 			j.buf = append(j.buf, make([]byte, 8)...)
 			start := len(j.buf)
 			j.buf = a.appendTo(j.buf)
 			frame(start)
 		}
 	}
-	if _, err := j.seg.WriteAt(j.buf, j.segSize); err != nil {
-		return j.fail(fmt.Errorf("journal: write: %w", err))
+	if err := write(); err != nil {
+		return err
 	}
 	if !j.noSync {
 		if err := fdatasyncFile(j.seg); err != nil {
@@ -473,8 +493,8 @@ func (j *journal) writeBatch(batch []*journalReq) error {
 		}
 	}
 	j.syncs.Add(1)
-	j.segSize += int64(len(j.buf))
-	if cap(j.buf) > 4<<20 {
+	j.segSize = off
+	if cap(j.buf) > journalWriteChunk {
 		j.buf = nil // do not keep a big message's buffer
 	}
 	return nil
