@@ -576,7 +576,8 @@ func (ac *accountCheck) run(tx *bolt.Tx, id uint64) error {
 // scanBlobs reads the layout of every blob (lengths only, no copying).
 func (ac *accountCheck) scanBlobs(t *atx) map[uint64]*blobState {
 	blobs := make(map[uint64]*blobState)
-	b := t.Bucket(bucketBlobs)
+	ac.checkTail("blobs", t.root, bucketBlobs)
+	b := blobsOf(t)
 	cur := b.Cursor()
 	for k, v := cur.First(); k != nil; k, v = cur.Next() {
 		if len(k) != 12 {
@@ -654,7 +655,9 @@ func (ac *accountCheck) checkMailbox(t *atx, b *bolt.Bucket, id uint64, blobs ma
 	if v := t.Bucket(bucketNames).Get([]byte(info.Name)); len(v) != 8 || binary.BigEndian.Uint64(v) != id {
 		ac.problem(CheckRecord, obj, "is not under its name in the name index", nil)
 	}
-	msgs, changes := b.Bucket(keyMsgs), b.Bucket(keyChanges)
+	ac.checkTail(obj+" messages", b, keyMsgs)
+	ac.checkTail(obj+" change log", b, keyChanges)
+	msgs, changes := openTailed(b, keyMsgs), openTailed(b, keyChanges)
 	if msgs == nil || changes == nil {
 		ac.partial = ac.partial || msgs == nil
 		ac.problem(CheckRecord, obj, "has no message or change-log bucket", nil)
@@ -875,7 +878,7 @@ func (ac *accountCheck) checkMailbox(t *atx, b *bolt.Bucket, id uint64, blobs ma
 // account's latest) and leaves the freeing to the purger, which knows the
 // sessions; without a purge list (layout 1) it deletes them.
 func (ac *accountCheck) checkBlobs(t *atx, blobs map[uint64]*blobState, purging map[uint64]bool, modseq uint64) {
-	b := t.Bucket(bucketBlobs)
+	b := blobsOf(t)
 	purge := t.Bucket(bucketPurge)
 	toPurge := func(id uint64) func() error {
 		return func() error {
@@ -922,6 +925,27 @@ func (ac *accountCheck) checkBlobs(t *atx, blobs map[uint64]*blobState, purging 
 	if seq := b.Sequence(); maxID > seq {
 		ac.problem(CheckSequence, "blob IDs", fmt.Sprintf("next blob ID is %d, but blob %d exists: a new message would overwrite its body", seq+1, maxID),
 			func() error { return b.SetSequence(maxID) })
+	}
+}
+
+// checkTail checks the tail of the tailed bucket name in parent: it needs
+// its main bucket, and every key in it must sort after every key of main,
+// or lookups would go to the wrong bucket. Repair moves it into main.
+func (ac *accountCheck) checkTail(obj string, parent *bolt.Bucket, name []byte) {
+	tail := parent.Bucket(tailOf(name))
+	if tail == nil {
+		return
+	}
+	t := openTailed(parent, name)
+	if t == nil {
+		ac.problem(CheckRecord, obj, "has a tail bucket but no main bucket", nil)
+		return
+	}
+	first, _ := tail.Cursor().First()
+	last, _ := t.main.Cursor().Last()
+	if first != nil && last != nil && bytes.Compare(first, last) <= 0 {
+		ac.problem(CheckRecord, obj, fmt.Sprintf("has newest keys (from %x) that do not sort after the others (up to %x)", first, last),
+			t.flush)
 	}
 }
 

@@ -207,9 +207,32 @@ func (f checkFixture) corruptAccount(t *testing.T, dir string, id uint64, fn fun
 		if root == nil {
 			t.Fatalf("no bucket for account %d", id)
 		}
+		// The raw helpers below look for records in the main buckets:
+		// move the tails there first (see tailed).
+		flushTails(t, root)
 		fn(accountTx{t: t, root: root})
 		return nil
 	})
+}
+
+// flushTails moves every tail of an account's tailed buckets into its main
+// bucket.
+func flushTails(t *testing.T, root *bolt.Bucket) {
+	t.Helper()
+	tails := []*tailed{openTailed(root, bucketBlobs)}
+	boxes := root.Bucket(bucketMboxes)
+	boxes.ForEach(func(k, v []byte) error {
+		if v == nil {
+			mb := boxes.Bucket(k)
+			tails = append(tails, openTailed(mb, keyMsgs), openTailed(mb, keyChanges))
+		}
+		return nil
+	})
+	for _, tb := range tails {
+		if err := tb.flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func checkDir(t *testing.T, dir string, shards int, readOnly, repair bool, addrs ...string) Report {

@@ -30,6 +30,12 @@ var ErrOverQuota = errors.New("over quota")
 //	purge/<modseq><blob>   -> "" (a body whose last message was expunged at
 //	                          modseq, kept until no session can address it)
 //	meta/layout            -> uint64, see upgradeAccount
+//
+// The message, change-log and blob buckets are tailed (see tailed): each
+// has a small sibling, its name with "+" appended (mboxes/<id>/m+, c+,
+// blobs+), that holds its newest keys until 256 have come, so that an
+// append costs the same in a mailbox of a million messages as in an empty
+// one.
 var (
 	bucketMeta   = []byte("meta")
 	bucketNames  = []byte("names")
@@ -239,8 +245,11 @@ func appendOnly(b *bolt.Bucket) *bolt.Bucket {
 	return b
 }
 
-func (mb *mbox) msgs() *bolt.Bucket    { return appendOnly(mb.b.Bucket(keyMsgs)) }
-func (mb *mbox) changes() *bolt.Bucket { return appendOnly(mb.b.Bucket(keyChanges)) }
+func (mb *mbox) msgs() *tailed    { return openTailed(mb.b, keyMsgs) }
+func (mb *mbox) changes() *tailed { return openTailed(mb.b, keyChanges) }
+
+// blobsOf returns the account's bodies.
+func blobsOf(tx *atx) *tailed { return openTailed(tx.root, bucketBlobs) }
 
 func changeKey(modseq uint64, uid uint32) []byte {
 	k := make([]byte, 12)

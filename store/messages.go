@@ -258,7 +258,7 @@ func (mb *mbox) insert(tx *atx, blob uint64, size int64, date time.Time, fs flag
 const infoChunk = ^uint32(0)
 
 func putBlob(tx *atx, body, parsed []byte) (uint64, error) {
-	blobs := appendOnly(tx.Bucket(bucketBlobs))
+	blobs := blobsOf(tx)
 	id, err := blobs.NextSequence()
 	if err != nil {
 		return 0, err
@@ -286,7 +286,7 @@ func blobKey(id uint64, chunk uint32) []byte {
 }
 
 func refBlob(tx *atx, id uint64) error {
-	blobs := tx.Bucket(bucketBlobs)
+	blobs := blobsOf(tx)
 	v := blobs.Get(blobKey(id, infoChunk))
 	if v == nil {
 		return fmt.Errorf("blob %d: %w", id, ErrNotFound)
@@ -301,7 +301,7 @@ func refBlob(tx *atx, id uint64) error {
 // learnt of the expunge may still read it (RFC 2180 §4.1), so it goes on the
 // purge list, and PurgeBlobs deletes it once no session can address it.
 func unrefBlob(tx *atx, id, modseq uint64) error {
-	blobs := tx.Bucket(bucketBlobs)
+	blobs := blobsOf(tx)
 	v := blobs.Get(blobKey(id, infoChunk))
 	if v == nil {
 		return nil
@@ -326,7 +326,7 @@ func unrefBlob(tx *atx, id, modseq uint64) error {
 
 // deleteBlob removes a blob's chunks and info record.
 func deleteBlob(tx *atx, id uint64) error {
-	blobs := tx.Bucket(bucketBlobs)
+	blobs := blobsOf(tx)
 	c := blobs.Cursor()
 	prefix := u64(id)
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
@@ -341,7 +341,7 @@ func deleteBlob(tx *atx, id uint64) error {
 func (m *Mailstore) Parsed(blob uint64) ([]byte, error) {
 	var out []byte
 	err := m.view(func(tx *atx) error {
-		v := tx.Bucket(bucketBlobs).Get(blobKey(blob, infoChunk))
+		v := blobsOf(tx).Get(blobKey(blob, infoChunk))
 		if v == nil {
 			return fmt.Errorf("blob %d: %w", blob, ErrExpunged)
 		}
@@ -362,7 +362,7 @@ func (m *Mailstore) OpenBody(blob uint64, size int64) *BodyReader {
 func (m *Mailstore) ReadBody(blob uint64) ([]byte, error) {
 	var out []byte
 	err := m.view(func(tx *atx) error {
-		c := tx.Bucket(bucketBlobs).Cursor()
+		c := blobsOf(tx).Cursor()
 		prefix := u64(blob)
 		found := false
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && binary.BigEndian.Uint32(k[8:]) != infoChunk; k, v = c.Next() {
@@ -396,7 +396,7 @@ func (r *BodyReader) load(chunk int64) error {
 		return nil
 	}
 	return r.m.view(func(tx *atx) error {
-		v := tx.Bucket(bucketBlobs).Get(blobKey(r.blob, uint32(chunk)))
+		v := blobsOf(tx).Get(blobKey(r.blob, uint32(chunk)))
 		if v == nil {
 			return fmt.Errorf("blob %d chunk %d: %w", r.blob, chunk, ErrExpunged)
 		}

@@ -162,7 +162,7 @@ func purgeUpTo(tx *atx, horizon uint64) (int, error) {
 		blob := binary.BigEndian.Uint64(k[8:])
 		// A blob on the list has no message left; check anyway, so that a
 		// damaged list can never delete a body still in use.
-		if v := tx.Bucket(bucketBlobs).Get(blobKey(blob, infoChunk)); v != nil && binary.BigEndian.Uint32(v) == 0 {
+		if v := blobsOf(tx).Get(blobKey(blob, infoChunk)); v != nil && binary.BigEndian.Uint32(v) == 0 {
 			if err := deleteBlob(tx, blob); err != nil {
 				return n, err
 			}
@@ -258,7 +258,7 @@ func upgradeMailboxes(tx *atx) error {
 // record rather than searching the tree from the root for each.
 func (m *Mailstore) ParsedEach(blobs []uint64, fn func(i int, raw []byte) error) error {
 	return m.view(func(tx *atx) error {
-		c := tx.Bucket(bucketBlobs).Cursor()
+		c := blobsOf(tx).Cursor()
 		var k, v []byte
 		for i, id := range blobs {
 			want := blobKey(id, infoChunk)
