@@ -37,7 +37,17 @@ const tailLimit = 256
 // tailSuffix names a tail after its main bucket.
 const tailSuffix = "+"
 
-func tailOf(name []byte) []byte { return append(append([]byte(nil), name...), tailSuffix...) }
+func tailOf(name []byte) []byte {
+	switch string(name) { // the usual ones without an allocation
+	case "m":
+		return []byte("m" + tailSuffix)
+	case "c":
+		return []byte("c" + tailSuffix)
+	case "blobs":
+		return []byte("blobs" + tailSuffix)
+	}
+	return append(append([]byte(nil), name...), tailSuffix...)
+}
 
 // openTailed returns the tailed bucket name of parent, or nil if parent has
 // no bucket of that name.
@@ -74,13 +84,20 @@ func (t *tailed) Get(key []byte) []byte {
 func (t *tailed) Put(key, value []byte) error {
 	tail := t.tail()
 	if tail != nil {
-		if first, _ := tail.Cursor().First(); first != nil && bytes.Compare(key, first) >= 0 {
+		if first, _ := tail.Cursor().First(); first != nil {
+			if bytes.Compare(key, first) < 0 {
+				// Below the tail: main may take it, whether it has it
+				// or not, and every key of the tail still sorts after
+				// all of main's.
+				return t.main.Put(key, value)
+			}
 			if tail.Get(key) != nil {
 				return tail.Put(key, value)
 			}
 			return t.putNew(tail, key, value)
 		}
 	}
+	// No tail yet, or an empty one: an append if key sorts after main.
 	if last, _ := t.main.Cursor().Last(); last != nil && bytes.Compare(key, last) <= 0 {
 		return t.main.Put(key, value)
 	}
