@@ -34,6 +34,24 @@ type tailed struct {
 // the tail stays one or two pages deep.
 const tailLimit = 256
 
+// tailByteLimit bounds the bytes of values a tail takes before it moves to
+// the main bucket, and tailBigValue is the size from which a new value
+// skips the tail. A move copies every value of the tail into new pages,
+// and values committed in earlier transactions are copied then for the
+// second time: without these bounds a move of 256 chunks of big bodies
+// rewrote up to 64 MiB in one transaction, and held it in memory until the
+// commit (a MULTIAPPEND of 40 messages of 1 MiB peaked 25 MiB higher).
+// A value of tailBigValue bytes or more costs much more to write than the
+// branch pages a tail saves, so it goes to main after the tail has moved.
+const (
+	tailByteLimit = 1 << 20
+	tailBigValue  = 64 << 10
+)
+
+// A tail's sequence counts what it holds: keys in the low 16 bits, bytes
+// of their values above them.
+const tailKeyBits = 16
+
 // tailSuffix names a tail after its main bucket.
 const tailSuffix = "+"
 
@@ -78,9 +96,10 @@ func (t *tailed) Get(key []byte) []byte {
 
 // Put sets key to value: in the bucket that has key, or, for a new key,
 // in the tail if key sorts after all of main's keys (an append), else in
-// main. Adding the tailLimit-th key to the tail moves the tail into main,
-// in this transaction: so Put must not be called with a new last key while
-// a cursor of t is in use.
+// main. A new value of tailBigValue bytes or more goes to main, after the
+// tail has moved there. Filling the tail (tailLimit keys or tailByteLimit
+// bytes) moves it into main, in this transaction: so Put must not be called
+// with a new last key while a cursor of t is in use.
 func (t *tailed) Put(key, value []byte) error {
 	tail := t.tail()
 	if tail != nil {
@@ -94,11 +113,18 @@ func (t *tailed) Put(key, value []byte) error {
 			if tail.Get(key) != nil {
 				return tail.Put(key, value)
 			}
+			if len(value) >= tailBigValue {
+				if err := t.flush(); err != nil {
+					return err
+				}
+				return t.main.Put(key, value)
+			}
 			return t.putNew(tail, key, value)
 		}
 	}
 	// No tail yet, or an empty one: an append if key sorts after main.
-	if last, _ := t.main.Cursor().Last(); last != nil && bytes.Compare(key, last) <= 0 {
+	// With the tail empty, main may take a big value even then.
+	if last, _ := t.main.Cursor().Last(); len(value) >= tailBigValue || last != nil && bytes.Compare(key, last) <= 0 {
 		return t.main.Put(key, value)
 	}
 	if tail == nil {
@@ -111,15 +137,15 @@ func (t *tailed) Put(key, value []byte) error {
 	return t.putNew(tail, key, value)
 }
 
-// putNew adds a new key to the tail, counting it in the tail's sequence,
-// and moves the tail into main when it is full.
+// putNew adds a new key to the tail, counting it and its bytes in the
+// tail's sequence, and moves the tail into main when it is full.
 func (t *tailed) putNew(tail *bolt.Bucket, key, value []byte) error {
 	if err := tail.Put(key, value); err != nil {
 		return err
 	}
-	n := tail.Sequence() + 1
-	if n < tailLimit {
-		return tail.SetSequence(n)
+	seq := tail.Sequence() + 1 + uint64(len(value))<<tailKeyBits
+	if keys, size := seq&(1<<tailKeyBits-1), seq>>tailKeyBits; keys < tailLimit && size < tailByteLimit {
+		return tail.SetSequence(seq)
 	}
 	return t.flush()
 }

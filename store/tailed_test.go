@@ -54,6 +54,12 @@ func TestTailedMatchesAMap(t *testing.T) {
 				switch r := rng.IntN(10); {
 				case r < 6: // append
 					v := fmt.Sprintf("v%d", next)
+					switch rng.IntN(40) {
+					case 0: // big enough to skip the tail
+						v += string(bytes.Repeat([]byte{'b'}, tailBigValue))
+					case 1, 2, 3: // fills the tail's bytes before its keys
+						v += string(bytes.Repeat([]byte{'m'}, 40<<10))
+					}
 					if err := tb.Put(key(next), []byte(v)); err != nil {
 						return err
 					}
@@ -194,5 +200,80 @@ func TestTailedCursorDelete(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTailedBoundsItsBytes shows that a tail never holds a big value nor
+// more than tailByteLimit bytes (plus the value that fills it), so moving
+// it into main copies a bounded amount, within one transaction of many big
+// values as across transactions.
+func TestTailedBoundsItsBytes(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "t.db"), 0o600, &bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	name := []byte("blobs")
+	if err := db.Update(func(tx *bolt.Tx) error {
+		p, err := tx.CreateBucket([]byte("p"))
+		if err != nil {
+			return err
+		}
+		_, err = p.CreateBucket(name)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sizes := []int{100, 20 << 10, tailBigValue - 1, tailBigValue, 256 << 10, 10 << 10}
+	next := uint64(1)
+	for round := 0; round < 6; round++ {
+		if err := db.Update(func(tx *bolt.Tx) error {
+			tb := openTailed(tx.Bucket([]byte("p")), name)
+			for i := 0; i < 60; i++ {
+				size := sizes[(i*7+round)%len(sizes)]
+				if err := tb.Put(binary.BigEndian.AppendUint64(nil, next), bytes.Repeat([]byte{'x'}, size)); err != nil {
+					return err
+				}
+				next++
+				tail := tb.tail()
+				if tail == nil {
+					continue
+				}
+				held := 0
+				if err := tail.ForEach(func(k, v []byte) error {
+					if len(v) >= tailBigValue {
+						t.Errorf("the tail holds a value of %d bytes", len(v))
+					}
+					held += len(v)
+					return nil
+				}); err != nil {
+					return err
+				}
+				if held >= tailByteLimit {
+					t.Fatalf("the tail holds %d bytes, limit %d", held, tailByteLimit)
+				}
+				if seq := tail.Sequence(); int(seq>>tailKeyBits) != held {
+					t.Fatalf("the tail's sequence counts %d bytes, it holds %d", seq>>tailKeyBits, held)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	if err := db.View(func(tx *bolt.Tx) error {
+		return openTailed(tx.Bucket([]byte("p")), name).ForEach(func(k, v []byte) error {
+			n++
+			if got := binary.BigEndian.Uint64(k); got != uint64(n) {
+				return fmt.Errorf("key %d at position %d", got, n)
+			}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != int(next-1) {
+		t.Errorf("%d keys, want %d", n, next-1)
 	}
 }
