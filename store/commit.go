@@ -297,7 +297,7 @@ func (f *mailFile) journalable(group []*writeReq) bool {
 // then applies the group with an unsynced bbolt commit. Recovery restores
 // the pinned state and applies the records again.
 func (f *mailFile) commitJournaled(group []*writeReq) {
-	recs := make([][]byte, 0, len(group)+1)
+	var recs [][]byte // the pin record, if this group pins the file
 	var newPin *bolt.Tx
 	if f.pin == nil {
 		tx, err := f.db.Begin(false)
@@ -320,14 +320,15 @@ func (f *mailFile) commitJournaled(group []*writeReq) {
 		recs = append(recs, pinRecord(f.rel, meta))
 		newPin = tx
 	}
-	for _, r := range group {
-		recs = append(recs, r.app.encode())
+	apps := make([]*appendRecord, len(group))
+	for i, r := range group {
+		apps[i] = r.app
 	}
 	pinName := ""
 	if newPin != nil {
 		pinName = f.rel
 	}
-	if err := f.journal.append(recs, pinName, ""); err != nil {
+	if err := f.journal.append(recs, apps, pinName, ""); err != nil {
 		if newPin != nil {
 			newPin.Rollback()
 		}
@@ -388,7 +389,7 @@ func (f *mailFile) checkpoint() error {
 		}
 	}
 	f.syncs.Add(1)
-	if err := f.journal.append([][]byte{cleanRecord(f.rel)}, "", f.rel); err != nil {
+	if err := f.journal.append([][]byte{cleanRecord(f.rel)}, nil, "", f.rel); err != nil {
 		f.failure.set(err)
 		return err
 	}

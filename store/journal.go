@@ -117,9 +117,10 @@ type journal struct {
 
 // journalReq is one committer's records, written and synced together.
 type journalReq struct {
-	recs  [][]byte
-	pin   string // file whose pin record is among recs ("" none)
-	clean string // file whose clean record is among recs
+	recs  [][]byte        // written first: a pin or a clean record
+	apps  []*appendRecord // encoded straight into the write buffer
+	pin   string          // file whose pin record is among recs ("" none)
+	clean string          // file whose clean record is among recs
 	done  chan error
 }
 
@@ -280,11 +281,11 @@ func (j *journal) makeSpare() {
 	}()
 }
 
-// append writes recs and returns once they are durable. pin and clean name
-// the file whose pin or clean record recs carry, for the bookkeeping of
-// which segments are still needed.
-func (j *journal) append(recs [][]byte, pin, clean string) error {
-	req := &journalReq{recs: recs, pin: pin, clean: clean, done: make(chan error, 1)}
+// append writes recs, then apps, and returns once they are durable. pin
+// and clean name the file whose pin or clean record recs carry, for the
+// bookkeeping of which segments are still needed.
+func (j *journal) append(recs [][]byte, apps []*appendRecord, pin, clean string) error {
+	req := &journalReq{recs: recs, apps: apps, pin: pin, clean: clean, done: make(chan error, 1)}
 	select {
 	case j.reqs <- req:
 	case <-j.quit:
@@ -380,21 +381,16 @@ queued:
 }
 
 // appends is how many append records r carries.
-func (r *journalReq) appends() int {
-	n := len(r.recs)
-	if r.pin != "" {
-		n--
-	}
-	if r.clean != "" {
-		n--
-	}
-	return n
-}
+func (r *journalReq) appends() int { return len(r.apps) }
 
+// size is at least the bytes r takes in the log.
 func (r *journalReq) size() int {
 	n := 0
 	for _, rec := range r.recs {
 		n += 8 + len(rec)
+	}
+	for _, a := range r.apps {
+		n += 8 + a.maxSize()
 	}
 	return n
 }
@@ -424,6 +420,9 @@ func (j *journal) write(batch []*journalReq) {
 	}
 }
 
+// journalWriteChunk is about the most a journal write buffers.
+const journalWriteChunk = 1 << 20
+
 func (j *journal) writeBatch(batch []*journalReq) error {
 	j.mu.Lock()
 	failed := j.failed
@@ -443,18 +442,50 @@ func (j *journal) writeBatch(batch []*journalReq) error {
 	j.buf = j.buf[:0]
 	var seg [8]byte
 	binary.BigEndian.PutUint64(seg[:], j.segNum)
+	segCRC := crc32.Checksum(seg[:], crcTable)
+	// frame writes a record's header (length, CRC) in front of the record
+	// that was appended to j.buf after offset start-8.
+	frame := func(start int) {
+		rec := j.buf[start:]
+		binary.BigEndian.PutUint32(j.buf[start-8:], uint32(len(rec)))
+		binary.BigEndian.PutUint32(j.buf[start-4:], crc32.Update(segCRC, crcTable, rec))
+	}
+	// The batch goes out in pieces of about journalWriteChunk, so that a
+	// batch of big messages (MULTIAPPEND) is not copied whole into one
+	// buffer; one sync covers them all.
+	off := j.segSize
+	write := func() error {
+		if _, err := j.seg.WriteAt(j.buf, off); err != nil {
+			return j.fail(fmt.Errorf("journal: write: %w", err))
+		}
+		off += int64(len(j.buf))
+		j.buf = j.buf[:0]
+		return nil
+	}
+	if need := min(size, journalWriteChunk); cap(j.buf) < need {
+		j.buf = make([]byte, 0, need)
+	}
 	for _, r := range batch {
 		for _, rec := range r.recs {
-			var h [8]byte
-			binary.BigEndian.PutUint32(h[0:], uint32(len(rec)))
-			crc := crc32.Update(crc32.Checksum(seg[:], crcTable), crcTable, rec)
-			binary.BigEndian.PutUint32(h[4:], crc)
-			j.buf = append(j.buf, h[:]...)
+			j.buf = append(j.buf, make([]byte, 8)...)
+			start := len(j.buf)
 			j.buf = append(j.buf, rec...)
+			frame(start)
+		}
+		for _, a := range r.apps {
+			if len(j.buf) > 0 && len(j.buf)+8+a.maxSize() > journalWriteChunk {
+				if err := write(); err != nil {
+					return err
+				}
+			}
+			j.buf = append(j.buf, make([]byte, 8)...)
+			start := len(j.buf)
+			j.buf = a.appendTo(j.buf)
+			frame(start)
 		}
 	}
-	if _, err := j.seg.WriteAt(j.buf, j.segSize); err != nil {
-		return j.fail(fmt.Errorf("journal: write: %w", err))
+	if err := write(); err != nil {
+		return err
 	}
 	if !j.noSync {
 		if err := fdatasyncFile(j.seg); err != nil {
@@ -462,8 +493,8 @@ func (j *journal) writeBatch(batch []*journalReq) error {
 		}
 	}
 	j.syncs.Add(1)
-	j.segSize += int64(len(j.buf))
-	if cap(j.buf) > 4<<20 {
+	j.segSize = off
+	if cap(j.buf) > journalWriteChunk {
 		j.buf = nil // do not keep a big message's buffer
 	}
 	return nil
@@ -566,12 +597,20 @@ type appendRecord struct {
 	msg     NewMessage
 }
 
-func (r *appendRecord) encode() []byte {
+func (r *appendRecord) encode() []byte { return r.appendTo(make([]byte, 0, r.maxSize())) }
+
+// maxSize is at least the length of r's encoding.
+func (r *appendRecord) maxSize() int {
 	n := 64 + len(r.file) + len(r.account) + len(r.mailbox) + len(r.msg.Parsed) + len(r.msg.Body)
 	for _, f := range r.msg.Flags {
-		n += 2 + len(f)
+		n += 2*binary.MaxVarintLen64 + len(f)
 	}
-	b := make([]byte, 0, n)
+	return n
+}
+
+// appendTo appends r's encoding to b: straight into the journal's write
+// buffer, so a message body is copied once on its way to the log.
+func (r *appendRecord) appendTo(b []byte) []byte {
 	b = append(b, recAppend)
 	b = appendBytes(b, []byte(r.file))
 	b = appendBytes(b, r.account)

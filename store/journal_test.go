@@ -570,10 +570,10 @@ func TestJournalSegments(t *testing.T) {
 	}
 	a := &appendRecord{file: "accounts/1.db", account: accountKey(1), mailbox: "INBOX", quota: Limits{Bytes: 7, Messages: 9},
 		msg: NewMessage{Body: []byte("body"), Parsed: []byte("p"), Flags: []string{`\Seen`, "$x"}, InternalDate: time.Unix(5, 6)}}
-	if err := j.append([][]byte{pinRecord("accounts/1.db", []byte("meta")), a.encode()}, "accounts/1.db", ""); err != nil {
+	if err := j.append([][]byte{pinRecord("accounts/1.db", []byte("meta"))}, []*appendRecord{a}, "accounts/1.db", ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.append([][]byte{a.encode()}, "", ""); err != nil {
+	if err := j.append(nil, []*appendRecord{a}, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	j.close()
