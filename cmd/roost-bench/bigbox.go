@@ -136,7 +136,7 @@ func runBigbox(ctx context.Context, cfg *config, stderr io.Writer) (*bigboxResul
 				res.User, have, need, cfg.concurrency)
 		}
 		target := deliverTarget{addr: cfg.lmtp, lmtp: true, from: cfg.from, gen: gen, seqBase: have,
-			rcpts: func(int64) []string { return []string{res.User} }}
+			rcpts: func(dst []string, _ int64) []string { return append(dst, res.User) }}
 		fill := deliverLoad(ctx, cfg, loadPlan{concurrency: cfg.concurrency, count: need}, target, "bigbox fill", stderr)
 		res.Filled, res.FillErrors = fill.Messages, fill.Errors
 		res.FillSec, res.FillMessagesPerSec = fill.DurationSec, fill.MessagesPerSec

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -146,5 +151,39 @@ func TestParseConfigHelp(t *testing.T) {
 		if _, err := parseConfig(args, io.Discard); !errors.Is(err, flag.ErrHelp) {
 			t.Errorf("parseConfig(%q) = %v, want flag.ErrHelp", args, err)
 		}
+	}
+}
+
+// TestCPUProfileFlag: -cpuprofile writes roost-bench's own CPU profile and
+// stays out of -h (it is for working on roost-bench, not for measuring).
+func TestCPUProfileFlag(t *testing.T) {
+	var help bytes.Buffer
+	if _, err := parseConfig([]string{"deliver", "-h"}, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("deliver -h: %v", err)
+	}
+	if strings.Contains(help.String(), "cpuprofile") || !strings.Contains(help.String(), "-segmented") {
+		t.Errorf("deliver -h lists -cpuprofile or misses -segmented:\n%s", help.String())
+	}
+
+	srv := startFakeMTA(t, true, true)
+	path := filepath.Join(t.TempDir(), "cpu.pprof")
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"deliver", "-lmtp", srv.ln.Addr().String(), "-n", "2", "-c", "1",
+		"-count", "5", "-size", "1k", "-q", "-cpuprofile", path}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A pprof profile is gzip-compressed protocol buffers.
+	if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+		t.Errorf("%s is not a gzip-compressed profile (%d bytes)", path, len(data))
+	}
+
+	err = run(context.Background(), []string{"deliver", "-count", "1", "-cpuprofile", filepath.Join(path, "no", "such")}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "-cpuprofile") {
+		t.Errorf("run with an unwritable profile = %v, want a -cpuprofile error", err)
 	}
 }

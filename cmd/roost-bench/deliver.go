@@ -69,8 +69,8 @@ type deliverTarget struct {
 	gen                msgGenerator
 	// seqBase is added to the operation number to pick the message.
 	seqBase int64
-	// rcpts returns the recipients of message seq.
-	rcpts func(seq int64) []string
+	// rcpts appends the recipients of message seq to dst.
+	rcpts func(dst []string, seq int64) []string
 	// segmented: Nagle on, no pipelining, the body and the final dot
 	// written separately (see mailClient.segmented).
 	segmented bool
@@ -93,6 +93,9 @@ type deliverWorker struct {
 	timeout time.Duration
 	stats   *deliverStats
 	client  *mailClient
+	msgs    *msgBuilder // builds into one buffer for all of the worker's messages
+	rcptBuf []string
+	data    []byte
 }
 
 // prepare opens the worker's connection before the run. Without it a
@@ -123,16 +126,25 @@ func (w *deliverWorker) connect(ctx context.Context) error {
 }
 
 func (w *deliverWorker) do(ctx context.Context, seq int64) error {
-	rcpts := w.target.rcpts(seq)
+	w.rcptBuf = w.target.rcpts(w.rcptBuf[:0], seq)
+	rcpts := w.rcptBuf
 	// The message is built before the clock starts: we time the server.
-	msg := w.target.gen.message(uint64(w.target.seqBase+seq), w.target.from, rcpts[0])
+	if w.msgs == nil {
+		w.msgs = w.target.gen.newBuilder()
+	}
+	msg := w.msgs.build(uint64(w.target.seqBase+seq), w.target.from, rcpts[0])
+	var data []byte // dot-stuffed for DATA; the segmented client uses DotWriter
+	if !w.target.segmented {
+		w.data = w.msgs.appendDotStuffed(w.data[:0])
+		data = w.data
+	}
 	start := time.Now()
 	if w.client == nil {
 		if err := w.connect(ctx); err != nil {
 			return w.failed(ctx, err)
 		}
 	}
-	res, err := w.client.send(w.target.from, rcpts, msg)
+	res, err := w.client.sendStuffed(w.target.from, rcpts, msg, data)
 	if err != nil {
 		w.client.close()
 		w.client = nil
@@ -168,15 +180,26 @@ func (w *deliverWorker) close() {
 
 // roundRobinRcpts spreads messages evenly over accounts 1..n: message seq
 // goes to accounts seq*k+1 ... seq*k+k (mod n).
-func roundRobinRcpts(cfg *config) func(seq int64) []string {
-	return func(seq int64) []string {
-		rcpts := make([]string, cfg.rcpts)
-		for i := range rcpts {
-			rcpts[i] = cfg.user(int((seq*int64(cfg.rcpts)+int64(i))%int64(cfg.n)) + 1)
+func roundRobinRcpts(cfg *config) func(dst []string, seq int64) []string {
+	user := cfg.user
+	if cfg.n <= precomputedNames {
+		names := make([]string, cfg.n+1)
+		for i := 1; i <= cfg.n; i++ {
+			names[i] = cfg.user(i)
 		}
-		return rcpts
+		user = func(i int) string { return names[i] }
+	}
+	return func(dst []string, seq int64) []string {
+		for i := range cfg.rcpts {
+			dst = append(dst, user(int((seq*int64(cfg.rcpts)+int64(i))%int64(cfg.n))+1))
+		}
+		return dst
 	}
 }
+
+// precomputedNames bounds the accounts whose names roundRobinRcpts formats
+// once, before the run, instead of for every message.
+const precomputedNames = 1 << 17
 
 // runDeliver runs the deliver scenario with targets from cfg.
 func runDeliver(ctx context.Context, cfg *config, stderr io.Writer) (*deliverResult, error) {

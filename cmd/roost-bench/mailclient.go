@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -29,6 +30,13 @@ type mailClient struct {
 	// stalls such a client for the delayed-ACK timeout per message.
 	segmented bool
 	stop      func() bool // detaches the context watcher
+	// Buffers reused by every transaction, so that sending a message
+	// allocates nothing (see commands).
+	data     []byte // the dot-stuffed message
+	cmdBuf   []byte
+	cmdEnds  []int
+	cmdVerbs []string
+	cmds     []mailCmd
 }
 
 // replyError is a 4xx/5xx reply. The connection stays usable after it.
@@ -53,7 +61,7 @@ func dialMail(ctx context.Context, addr string, lmtp bool, timeout time.Duration
 	if tc, ok := conn.(*net.TCPConn); ok && segmented {
 		tc.SetNoDelay(false)
 	}
-	c := &mailClient{conn: conn, tp: textproto.NewConn(conn), lmtp: lmtp, timeout: timeout,
+	c := &mailClient{conn: conn, tp: textproto.NewConn(fastIO(conn)), lmtp: lmtp, timeout: timeout,
 		ext: make(map[string]string), segmented: segmented}
 	// Closing the connection is what unblocks a read on cancellation.
 	c.stop = context.AfterFunc(ctx, func() { conn.Close() })
@@ -120,30 +128,23 @@ type deliveryResult struct {
 // one reply for SMTP. A returned error means the connection is unusable;
 // refusals by the server are in deliveryResult.err.
 func (c *mailClient) send(from string, rcpts []string, msg []byte) (deliveryResult, error) {
+	return c.sendStuffed(from, rcpts, msg, nil)
+}
+
+// sendStuffed is send with msg already dot-stuffed into data (RFC 5321
+// §4.5.2, as appendDotStuffed does), or with data nil to stuff it here.
+func (c *mailClient) sendStuffed(from string, rcpts []string, msg, data []byte) (deliveryResult, error) {
 	var res deliveryResult
 	c.deadline()
-	cmds := make([]string, 0, len(rcpts)+3)
-	if c.used {
-		cmds = append(cmds, "RSET")
-	}
-	c.used = true
-	mail := "MAIL FROM:<" + from + ">"
-	if _, ok := c.ext["SIZE"]; ok {
-		mail += fmt.Sprintf(" SIZE=%d", len(msg)) // RFC 1870 §6
-	}
-	cmds = append(cmds, mail)
-	for _, r := range rcpts {
-		cmds = append(cmds, "RCPT TO:<"+r+">")
-	}
-	cmds = append(cmds, "DATA")
+	cmds := c.commands(from, rcpts, len(msg))
 
 	// RFC 2920 §3.1: with PIPELINING the whole group goes out at once and
 	// the replies are read in order; otherwise one command per round trip.
 	pipe := c.pipelining()
 	if pipe {
 		for _, cmd := range cmds {
-			if _, err := fmt.Fprintf(c.tp.W, "%s\r\n", cmd); err != nil {
-				return res, fmt.Errorf("%s: %w", verb(cmd), err)
+			if _, err := c.tp.W.Write(cmd.line); err != nil {
+				return res, fmt.Errorf("%s: %w", cmd.verb, err)
 			}
 		}
 		if err := c.tp.W.Flush(); err != nil {
@@ -152,16 +153,19 @@ func (c *mailClient) send(from string, rcpts []string, msg []byte) (deliveryResu
 	}
 	var mailOK bool
 	for _, cmd := range cmds {
-		if !pipe && cmd == "DATA" && res.accepted == 0 {
+		if !pipe && cmd.verb == "DATA" && res.accepted == 0 {
 			return res, nil // nobody to send it to
 		}
 		if !pipe {
-			if err := c.tp.PrintfLine("%s", cmd); err != nil {
-				return res, fmt.Errorf("%s: %w", verb(cmd), err)
+			if _, err := c.tp.W.Write(cmd.line); err != nil {
+				return res, fmt.Errorf("%s: %w", cmd.verb, err)
+			}
+			if err := c.tp.W.Flush(); err != nil {
+				return res, fmt.Errorf("%s: %w", cmd.verb, err)
 			}
 		}
 		want := 2 // any 2yz (RFC 5321 §4.2.1)
-		if cmd == "DATA" {
+		if cmd.verb == "DATA" {
 			want = 3
 		}
 		code, _, err := c.tp.ReadResponse(want)
@@ -169,48 +173,63 @@ func (c *mailClient) send(from string, rcpts []string, msg []byte) (deliveryResu
 		switch {
 		case err == nil:
 		case errors.As(err, &perr):
-			rerr := &replyError{cmd: verb(cmd), code: perr.Code, msg: perr.Msg}
+			rerr := &replyError{cmd: cmd.verb, code: perr.Code, msg: perr.Msg}
 			if res.err == nil {
 				res.err = rerr
 			}
 		default:
-			return res, fmt.Errorf("%s: %w", verb(cmd), err)
+			return res, fmt.Errorf("%s: %w", cmd.verb, err)
 		}
 		switch {
-		case strings.HasPrefix(cmd, "MAIL"):
+		case cmd.verb == "MAIL":
 			mailOK = err == nil
-		case strings.HasPrefix(cmd, "RCPT"):
+		case cmd.verb == "RCPT":
 			if err == nil && mailOK {
 				res.accepted++
 			} else {
 				res.rejected++
 			}
-		case cmd == "DATA" && code == 354 && res.accepted == 0:
+		case cmd.verb == "DATA" && code == 354 && res.accepted == 0:
 			// RFC 2920 §3.1: a server that says 354 with no valid
 			// recipient gets an empty message; we cannot know how many
 			// replies follow, so give up on this connection.
 			return res, fmt.Errorf("DATA: server said 354 with no accepted recipient")
-		case cmd == "DATA" && err != nil:
+		case cmd.verb == "DATA" && err != nil:
 			res.rejected += res.accepted
 			res.accepted = 0
 			return res, nil
 		}
 	}
 
-	// RFC 5321 §4.5.2: DotWriter doubles leading dots and ends with CRLF.CRLF.
+	// RFC 5321 §4.5.2: leading dots doubled, CRLF.CRLF at the end.
 	c.deadline()
-	w := c.tp.DotWriter()
-	if _, err := w.Write(msg); err != nil {
-		return res, fmt.Errorf("DATA body: %w", err)
-	}
 	if c.segmented {
-		// The body goes out now, the "." line in a write of its own.
+		// As a stdio-buffered MTA: the body goes out now (in writes of
+		// the bufio.Writer's size), the "." line in a write of its own.
+		w := c.tp.DotWriter()
+		if _, err := w.Write(msg); err != nil {
+			return res, fmt.Errorf("DATA body: %w", err)
+		}
 		if err := c.tp.W.Flush(); err != nil {
 			return res, fmt.Errorf("DATA body: %w", err)
 		}
-	}
-	if err := w.Close(); err != nil {
-		return res, fmt.Errorf("DATA body: %w", err)
+		if err := w.Close(); err != nil {
+			return res, fmt.Errorf("DATA body: %w", err)
+		}
+	} else {
+		// The body and the final "." in one write, stuffed into a buffer
+		// the connection keeps (DotWriter would cost more CPU than the
+		// rest of the delivery).
+		if data == nil {
+			c.data = appendDotStuffed(c.data[:0], msg)
+			data = c.data
+		}
+		if _, err := c.tp.W.Write(data); err != nil {
+			return res, fmt.Errorf("DATA body: %w", err)
+		}
+		if err := c.tp.W.Flush(); err != nil {
+			return res, fmt.Errorf("DATA body: %w", err)
+		}
 	}
 	replies := 1
 	if c.lmtp {
@@ -242,9 +261,50 @@ func (c *mailClient) send(from string, rcpts []string, msg []byte) (deliveryResu
 	return res, nil
 }
 
-func verb(cmd string) string {
-	v, _, _ := strings.Cut(cmd, " ")
-	return v
+// mailCmd is one command of a transaction.
+type mailCmd struct {
+	verb string // RSET, MAIL, RCPT or DATA
+	line []byte // what goes on the wire, CRLF included
+}
+
+// commands returns the commands of one transaction: [RSET] MAIL, one RCPT
+// per recipient, DATA, in buffers the client reuses (valid until the next
+// call).
+func (c *mailClient) commands(from string, rcpts []string, size int) []mailCmd {
+	b := c.cmdBuf[:0]
+	ends := c.cmdEnds[:0]
+	verbs := c.cmdVerbs[:0]
+	if c.used {
+		b = append(b, "RSET\r\n"...)
+		ends, verbs = append(ends, len(b)), append(verbs, "RSET")
+	}
+	c.used = true
+	b = append(b, "MAIL FROM:<"...)
+	b = append(b, from...)
+	b = append(b, '>')
+	if _, ok := c.ext["SIZE"]; ok {
+		b = append(b, " SIZE="...) // RFC 1870 §6
+		b = strconv.AppendInt(b, int64(size), 10)
+	}
+	b = append(b, "\r\n"...)
+	ends, verbs = append(ends, len(b)), append(verbs, "MAIL")
+	for _, r := range rcpts {
+		b = append(b, "RCPT TO:<"...)
+		b = append(b, r...)
+		b = append(b, ">\r\n"...)
+		ends, verbs = append(ends, len(b)), append(verbs, "RCPT")
+	}
+	b = append(b, "DATA\r\n"...)
+	ends, verbs = append(ends, len(b)), append(verbs, "DATA")
+
+	cmds := c.cmds[:0]
+	start := 0
+	for i, end := range ends {
+		cmds = append(cmds, mailCmd{verb: verbs[i], line: b[start:end:end]})
+		start = end
+	}
+	c.cmdBuf, c.cmdEnds, c.cmdVerbs, c.cmds = b, ends, verbs, cmds
+	return cmds
 }
 
 // quit says QUIT politely and closes.

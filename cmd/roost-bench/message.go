@@ -1,11 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"encoding/base64"
 	"fmt"
 	"math"
+	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -107,45 +108,99 @@ type msgGenerator struct {
 var baseDate = time.Date(2026, time.January, 5, 8, 0, 0, 0, time.FixedZone("", 3600))
 
 // message returns message number seq from from to to, with CRLF line endings
-// only (RFC 5322 §2.1) and lines below 78 characters (§2.1.1).
+// only (RFC 5322 §2.1) and lines below 78 characters (§2.1.1). The slice is
+// the caller's; a load worker uses a msgBuilder instead.
 func (g msgGenerator) message(seq uint64, from, to string) []byte {
-	rng := rand.New(rand.NewPCG(g.seed, seq))
+	return g.newBuilder().build(seq, from, to)
+}
+
+// msgBuilder builds the messages of one msgGenerator into buffers it
+// reuses, so that a load worker allocates nothing per message: the CPU a
+// load tool spends is taken from the server it measures. One per worker;
+// not safe for concurrent use.
+type msgBuilder struct {
+	gen  msgGenerator
+	src  *pcg       // reseeded with (seed, seq) for every message
+	rng  *rand.Rand // draws from src, for all but the text
+	buf  []byte     // the message
+	raw  []byte     // an attachment before base64
+	dots []int      // offsets in buf of the lines that start with "."
+}
+
+func (g msgGenerator) newBuilder() *msgBuilder {
+	src := new(pcg)
+	return &msgBuilder{gen: g, src: src, rng: rand.New(src)}
+}
+
+// build returns message number seq (see message). The bytes are valid
+// until the next call.
+func (m *msgBuilder) build(seq uint64, from, to string) []byte {
+	g, rng := m.gen, m.rng
+	m.src.seed(g.seed, seq) // the stream of rand.NewPCG(g.seed, seq)
 	target, attach := g.pick(rng)
 
-	var b bytes.Buffer
-	b.Grow(target + 1024)
-	name := fmt.Sprintf("%s %s", pickWord(rng, firstNames), pickWord(rng, lastNames))
-	fmt.Fprintf(&b, "From: %s <%s>\r\n", name, from)
-	fmt.Fprintf(&b, "To: <%s>\r\n", to)
-	writeFolded(&b, "Subject:", subject(rng))
-	fmt.Fprintf(&b, "Date: %s\r\n", baseDate.Add(time.Duration(seq)*37*time.Second).Format(time.RFC1123Z))
-	fmt.Fprintf(&b, "Message-ID: <%d.%d.%x@roost-bench.invalid>\r\n", g.seed, seq, rng.Uint32())
-	b.WriteString("MIME-Version: 1.0\r\n")
+	b := m.buf[:0]
+	m.dots = m.dots[:0]
+	if need := target + 1024; cap(b) < need {
+		b = make([]byte, 0, need)
+	}
+	// The draws from rng happen in the same order as the fields appear,
+	// which is what keeps a seed's messages the same.
+	first, last := pickWord(rng, firstNames), pickWord(rng, lastNames)
+	b = append(b, "From: "...)
+	b = append(append(append(b, first...), ' '), last...)
+	b = append(append(append(b, " <"...), from...), ">\r\nTo: <"...)
+	b = append(append(b, to...), ">\r\n"...)
+	b = appendSubject(b, rng)
+	b = append(b, "Date: "...)
+	b = baseDate.Add(time.Duration(seq)*37*time.Second).AppendFormat(b, time.RFC1123Z)
+	b = append(b, "\r\nMessage-ID: <"...)
+	b = append(strconv.AppendUint(b, g.seed, 10), '.')
+	b = append(strconv.AppendUint(b, seq, 10), '.')
+	b = strconv.AppendUint(b, uint64(rng.Uint32()), 16)
+	b = append(b, "@roost-bench.invalid>\r\n"...)
+	b = append(b, "MIME-Version: 1.0\r\n"...)
 
 	if attach == 0 {
-		b.WriteString("Content-Type: text/plain; charset=us-ascii\r\n")
-		b.WriteString("Content-Transfer-Encoding: 7bit\r\n\r\n")
-		writeText(&b, rng, target-b.Len())
-		return b.Bytes()
+		b = append(b, "Content-Type: text/plain; charset=us-ascii\r\n"...)
+		b = append(b, "Content-Transfer-Encoding: 7bit\r\n\r\n"...)
+		b = m.appendText(b, target-len(b))
+		m.buf = b
+		return b
 	}
 
 	// RFC 2046 §5.1: multipart/mixed, a text part and a base64 attachment.
-	boundary := fmt.Sprintf("=_rb_%016x", rng.Uint64())
-	fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=\"%s\"\r\n\r\n", boundary)
-	b.WriteString("This is a multi-part message in MIME format.\r\n")
-	fmt.Fprintf(&b, "--%s\r\n", boundary)
-	b.WriteString("Content-Type: text/plain; charset=us-ascii\r\n")
-	b.WriteString("Content-Transfer-Encoding: 7bit\r\n\r\n")
-	writeText(&b, rng, 1024+rng.IntN(3072))
-	fmt.Fprintf(&b, "\r\n--%s\r\n", boundary)
+	boundary := rng.Uint64()
+	b = fmt.Appendf(b, "Content-Type: multipart/mixed; boundary=\"=_rb_%016x\"\r\n\r\n", boundary)
+	b = append(b, "This is a multi-part message in MIME format.\r\n"...)
+	b = fmt.Appendf(b, "--=_rb_%016x\r\n", boundary)
+	b = append(b, "Content-Type: text/plain; charset=us-ascii\r\n"...)
+	b = append(b, "Content-Transfer-Encoding: 7bit\r\n\r\n"...)
+	b = m.appendText(b, 1024+rng.IntN(3072))
+	b = fmt.Appendf(b, "\r\n--=_rb_%016x\r\n", boundary)
 	ext, ctype := attachmentType(rng)
 	file := fmt.Sprintf("%s-%d.%s", pickWord(rng, words), seq, ext)
-	fmt.Fprintf(&b, "Content-Type: %s;\r\n name=\"%s\"\r\n", ctype, file)
-	fmt.Fprintf(&b, "Content-Disposition: attachment; filename=\"%s\"\r\n", file)
-	b.WriteString("Content-Transfer-Encoding: base64\r\n\r\n")
-	writeBase64(&b, rng, attach)
-	fmt.Fprintf(&b, "--%s--\r\n", boundary)
-	return b.Bytes()
+	b = fmt.Appendf(b, "Content-Type: %s;\r\n name=\"%s\"\r\n", ctype, file)
+	b = fmt.Appendf(b, "Content-Disposition: attachment; filename=\"%s\"\r\n", file)
+	b = append(b, "Content-Transfer-Encoding: base64\r\n\r\n"...)
+	b = m.appendBase64(b, attach)
+	b = fmt.Appendf(b, "--=_rb_%016x--\r\n", boundary)
+	m.buf = b
+	return b
+}
+
+// appendDotStuffed appends the message of the last build as the content
+// of DATA: exactly appendDotStuffed(dst, msg) (TestBuilderDotStuffed), but
+// from the dot lines noted while building instead of a scan of every line.
+// Only text lines can start with a dot, and a message always ends in CRLF.
+func (m *msgBuilder) appendDotStuffed(dst []byte) []byte {
+	msg, prev := m.buf, 0
+	for _, off := range m.dots {
+		dst = append(append(dst, msg[prev:off]...), '.')
+		prev = off
+	}
+	dst = append(dst, msg[prev:]...)
+	return append(dst, ".\r\n"...)
 }
 
 // pick returns the target total size of a text message, or the raw size of
@@ -171,103 +226,151 @@ func logUniform(rng *rand.Rand, lo, hi int) int {
 	return int(math.Exp(l + rng.Float64()*(h-l)))
 }
 
-// writeText appends about n bytes (exactly n when n >= 2) of plain text in
+// appendText appends about n bytes (exactly n when n >= 2) of plain text in
 // CRLF-terminated lines of words. Now and then a line starts with a dot, or
 // is a lone dot, so that servers and clients must get SMTP and POP3
 // dot-stuffing right (RFC 5321 §4.5.2, RFC 1939 §3).
-func writeText(b *bytes.Buffer, rng *rand.Rand, n int) {
-	end := b.Len() + max(n, 2)
-	var line []byte
-	for b.Len() < end {
-		line = line[:0]
-		switch r := rng.IntN(40); {
+//
+// This is most of the work of building a text message, and the load tool
+// builds one per delivery, so a word is stored with one fixed-size move
+// from wordSlots instead of appended; the random draws are those of the
+// simple version (TestMessageMatchesReference).
+func (m *msgBuilder) appendText(b []byte, n int) []byte {
+	rng := m.src
+	end := len(b) + max(n, 2)
+	// Room for the last line, which may run past end before it is trimmed,
+	// and for a whole slot stored at the end of it.
+	b = slices.Grow(b, end-len(b)+maxTextLine+2+wordSlot)
+	buf, pos := b[:cap(b)], len(b)
+	for pos < end {
+		start := pos // the line is buf[start:pos]
+		switch r := rng.intN(40); {
 		case r == 0:
-			line = append(line, '.')
+			buf[pos] = '.'
+			pos++
 		case r == 1:
-			line = append(line, "..."...)
+			pos += copy(buf[pos:], "...")
 		case r < 5:
 			// paragraph break: empty line
 		default:
-			width := 40 + rng.IntN(36)
-			for len(line) < width {
-				w := pickWord(rng, words)
-				if len(line)+1+len(w) > maxTextLine {
+			width := 40 + rng.intN(36)
+			for pos-start < width {
+				// rng.intN(len(wordSlots)) by hand: the compiler will not
+				// inline it, and this is the draw made for every word.
+				x := rng.Uint64()
+				i, lo := bits.Mul64(x, uint64(len(wordSlots)))
+				if lo < uint64(len(wordSlots)) || len(wordSlots)&(len(wordSlots)-1) == 0 {
+					i = uint64(rng.intNRare(x, len(wordSlots)))
+				}
+				w := &wordSlots[i]
+				if pos-start+1+int(w.len) > maxTextLine {
 					break
 				}
-				if len(line) > 0 {
-					line = append(line, ' ')
+				if pos > start {
+					*(*[wordSlot]byte)(buf[pos:]) = w.spaced
+					pos += 1 + int(w.len)
+				} else {
+					*(*[wordSlot]byte)(buf[pos:]) = w.bare
+					pos += int(w.len)
 				}
-				line = append(line, w...)
 			}
 		}
-		if room := end - b.Len(); len(line)+2 > room-2 {
+		if room := end - start; pos-start+2 > room-2 {
 			// Last line: trim or pad its text so the total is exact.
-			for len(line) < room-2 {
-				line = append(line, 's')
+			for pos-start < room-2 {
+				buf[pos] = 's'
+				pos++
 			}
-			line = line[:room-2]
+			pos = start + room - 2
 		}
-		line = append(line, '\r', '\n')
-		b.Write(line)
+		if pos > start && buf[start] == '.' {
+			m.dots = append(m.dots, start)
+		}
+		buf[pos], buf[pos+1] = '\r', '\n'
+		pos += 2
 	}
+	return buf[:pos]
 }
 
-// writeBase64 appends n random (incompressible, like real PDFs and JPEGs)
+// wordSlot is the size of an entry of wordSlots: more than the longest word
+// and a space.
+const wordSlot = 16
+
+// wordSlots holds each of words padded to wordSlot bytes, bare and after a
+// space. It is never written after init.
+var wordSlots = func() []struct {
+	bare, spaced [wordSlot]byte
+	len          uint8
+} {
+	slots := make([]struct {
+		bare, spaced [wordSlot]byte
+		len          uint8
+	}, len(words))
+	for i, w := range words {
+		if len(w) >= wordSlot {
+			panic("roost-bench: word " + w + " too long for wordSlots")
+		}
+		copy(slots[i].bare[:], w)
+		slots[i].spaced[0] = ' '
+		copy(slots[i].spaced[1:], w)
+		slots[i].len = uint8(len(w))
+	}
+	return slots
+}()
+
+// appendBase64 appends n random (incompressible, like real PDFs and JPEGs)
 // bytes, base64 in 76-character lines (RFC 2045 §6.8).
-func writeBase64(b *bytes.Buffer, rng *rand.Rand, n int) {
+func (m *msgBuilder) appendBase64(b []byte, n int) []byte {
 	const rawPerLine = 57 // 57 bytes encode to 76 characters
-	raw := make([]byte, n)
+	if cap(m.raw) < n {
+		m.raw = make([]byte, n)
+	}
+	raw := m.raw[:n]
 	for i := 0; i < n; i += 8 {
-		v := rng.Uint64()
+		v := m.rng.Uint64()
 		for j := 0; j < 8 && i+j < n; j++ {
 			raw[i+j] = byte(v >> (8 * j))
 		}
 	}
-	enc := make([]byte, base64.StdEncoding.EncodedLen(rawPerLine))
 	for len(raw) > 0 {
 		chunk := raw[:min(rawPerLine, len(raw))]
 		raw = raw[len(chunk):]
-		m := base64.StdEncoding.EncodedLen(len(chunk))
-		base64.StdEncoding.Encode(enc[:m], chunk)
-		b.Write(enc[:m])
-		b.WriteString("\r\n")
+		b = base64.StdEncoding.AppendEncode(b, chunk)
+		b = append(b, '\r', '\n')
 	}
+	return b
 }
 
 // maxTextLine is the longest line we write, below the 78 characters that
 // RFC 5322 §2.1.1 asks for.
 const maxTextLine = 76
 
-// writeFolded writes a header field, folding before a word that would make
-// the line longer than maxTextLine (RFC 5322 §2.2.3).
-func writeFolded(b *bytes.Buffer, name string, words []string) {
-	b.WriteString(name)
-	n := len(name)
-	for _, w := range words {
+// appendSubject appends a Subject field of random words, folded before a
+// word that would make the line longer than maxTextLine (RFC 5322 §2.2.3).
+func appendSubject(b []byte, rng *rand.Rand) []byte {
+	const name = "Subject:"
+	b = append(b, name...)
+	n := len(name) // length of the current line
+	word := func(w string) {
 		if n+1+len(w) > maxTextLine {
-			b.WriteString("\r\n")
+			b = append(b, '\r', '\n')
 			n = 0
 		}
-		b.WriteByte(' ')
-		b.WriteString(w)
+		b = append(b, ' ')
+		b = append(b, w...)
 		n += 1 + len(w)
 	}
-	b.WriteString("\r\n")
-}
-
-func subject(rng *rand.Rand) []string {
-	var parts []string
 	if rng.IntN(4) == 0 {
-		parts = append(parts, "Re:")
+		word("Re:")
 	}
 	if rng.IntN(6) == 0 {
 		// RFC 2047 encoded-word, as sent by most mail apps for non-ASCII.
-		parts = append(parts, "=?UTF-8?Q?Gr=C3=BC=C3=9Fe_aus_K=C3=B6ln?=")
+		word("=?UTF-8?Q?Gr=C3=BC=C3=9Fe_aus_K=C3=B6ln?=")
 	}
-	for i, n := 0, 2+rng.IntN(6); i < n; i++ {
-		parts = append(parts, pickWord(rng, words))
+	for i, count := 0, 2+rng.IntN(6); i < count; i++ {
+		word(pickWord(rng, words))
 	}
-	return parts
+	return append(b, '\r', '\n')
 }
 
 func attachmentType(rng *rand.Rand) (ext, ctype string) {

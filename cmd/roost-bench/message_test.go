@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -222,4 +223,50 @@ func TestMessageAttachmentIsBase64Lines(t *testing.T) {
 		return
 	}
 	t.Fatal("no message with an attachment in 200")
+}
+
+// TestMessageMatchesReference holds the generator to the bytes of the one
+// before it reused buffers (message_ref_test.go): a -seed must keep giving
+// the same messages, or runs before and after could not be compared. The
+// builder is reused across sizes and kinds, as a load worker reuses it.
+func TestMessageMatchesReference(t *testing.T) {
+	sizes := []string{"1", "200", "2k", "10k", "100k", "1k-30k", "mixed"}
+	for _, seed := range []uint64{1, 42} {
+		for _, size := range sizes {
+			dist, err := parseSizeDist(size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := msgGenerator{seed: seed, size: dist}
+			b := g.newBuilder()
+			for seq := range uint64(120) {
+				from, to := "f@example.net", fmt.Sprintf("user%d@example.org", seq%7)
+				want := referenceMessage(g, seq, from, to)
+				if got := b.build(seq, from, to); !bytes.Equal(got, want) {
+					t.Fatalf("seed %d size %s seq %d: builder differs from the reference (%d vs %d bytes)",
+						seed, size, seq, len(got), len(want))
+				}
+				if got := g.message(seq, from, to); !bytes.Equal(got, want) {
+					t.Fatalf("seed %d size %s seq %d: message differs from the reference", seed, size, seq)
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkMessage10k(b *testing.B) {
+	g := msgGenerator{seed: 1, size: sizeDist{kind: sizeFixed, min: 10 << 10, max: 10 << 10}}
+	m := g.newBuilder()
+	b.ReportAllocs()
+	for i := range b.N {
+		m.build(uint64(i), "loadgen@example.net", "dlv1@example.org")
+	}
+}
+
+func BenchmarkReference10k(b *testing.B) {
+	g := msgGenerator{seed: 1, size: sizeDist{kind: sizeFixed, min: 10 << 10, max: 10 << 10}}
+	b.ReportAllocs()
+	for i := range b.N {
+		referenceMessage(g, uint64(i), "loadgen@example.net", "dlv1@example.org")
+	}
 }

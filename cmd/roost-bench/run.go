@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"text/tabwriter"
 )
@@ -30,6 +32,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.cpuProfile != "" {
+		stop, err := startCPUProfile(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	if cfg.scenario == "smoke" {
 		return runSmoke(ctx, cfg, stdout, stderr)
 	}
@@ -47,6 +56,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s: %w (%d failed)", cfg.scenario, errAllFailed, res.failures())
 	}
 	return nil
+}
+
+// startCPUProfile profiles roost-bench itself into path (hidden flag
+// -cpuprofile); the returned function stops and closes the profile.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 func runScenario(ctx context.Context, cfg *config, stderr io.Writer) (result, error) {
