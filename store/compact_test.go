@@ -62,7 +62,9 @@ func TestCompactReclaimsSpace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Before != before || res.After >= before/4 || size() != res.After {
+	// An append that lands after the compaction may grow the new file by
+	// bbolt's 16 MiB allocation step: the file stays well below before.
+	if now := size(); res.Before != before || res.After >= before/4 || now < res.After || now > res.After+17<<20 {
 		t.Fatalf("compaction: %+v (file before %d, now %d): want it a quarter the size or less", res, before, size())
 	}
 	if calls == 0 || last[0] != last[1] {
